@@ -1,0 +1,10 @@
+"""S1 v1 preset (the original's ``s1longer.yaml``): as v2 but with the 512-symbol v1 phoneme table."""
+import ml_collections
+
+from configs import s1_v2
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = s1_v2.get_config()
+    config.model.phoneme_vocab_size = 512
+    return config
