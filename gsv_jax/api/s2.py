@@ -1,0 +1,366 @@
+"""Public S2 (SoVITS) API: ``load_s2``, :class:`S2` (``extract_latent``, ``decode``), ``save_s2_torch``.
+
+Shapes at this boundary follow the original (channels first): ``ssl [B, 768, T]``,
+``spec [B, 1025, frames]``, ``noise [B, inter, frames']``. Inside, the jitted functions see lengths
+padded up to buckets (``bucket_length``) with masks carrying the true lengths, so a steady stream of
+requests compiles a handful of shapes once.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gsv_jax.convert import s2 as conv
+from gsv_jax.convert.torch_io import CheckpointError, HParams
+from gsv_jax.models.s2.modules import sequence_mask
+from gsv_jax.models.s2.synthesizer import S2ModelConfig, SynthesizerTrn, init_params
+
+SAMPLE_RATE = 32000
+SPEC_BINS = 1025
+OWN_CONFIG = "s2_config.json"
+OWN_PARAMS = "s2_params.npz"
+
+
+def bucket_length(n: int, minimum: int = 16, steps_per_octave: int = 8) -> int:
+    """Round ``n`` up to a bucket: multiples of ``2**(floor(log2 n) - log2(steps))`` (<= 12.5% padding)."""
+    n = max(int(n), 1)
+    if n <= minimum:
+        return minimum
+    step = max(1, 2 ** (int(np.floor(np.log2(n))) - int(np.log2(steps_per_octave))))
+    return -(-n // step) * step
+
+
+@functools.lru_cache(maxsize=8)
+def _template(cfg: S2ModelConfig, with_enc_q: bool):
+    return jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0), weight_norm=True, with_enc_q=with_enc_q))
+
+
+def _wn_layers(cfg: S2ModelConfig) -> set:
+    flat = conv._flatten(_template(cfg, True))
+    return {conv.path_to_torch_key(p[:-1]) for p in flat if p[-1] == "weight_g"}
+
+
+class S2:
+    """A loaded SoVITS model (v1 / v2).
+
+    ``params``: the parameter tree with weight norm as ``(weight_g, weight_v)`` (training form;
+    includes ``enc_q`` when the file had it). Inference uses a copy with weight norm folded once.
+    """
+
+    def __init__(self, config: S2ModelConfig, params: dict, *, buffers: dict | None = None, hparams=None,
+                 info: str | None = None):
+        self.config = config
+        self.params = params
+        self.buffers = buffers or {}
+        self.hparams = hparams
+        self.info = info
+        self._infer_params = None
+        self.model = SynthesizerTrn(config, weight_norm=False)
+        self._jit_latent = jax.jit(functools.partial(_extract_latent, self.model))
+        self._jit_ref = jax.jit(functools.partial(_ref_embedding, self.model))
+        self._jit_decode = jax.jit(functools.partial(_decode_core, self.model),
+                                   static_argnames=("speed", "with_aux"))
+
+    @property
+    def version(self) -> str:
+        return self.config.version
+
+    @property
+    def sampling_rate(self) -> int:
+        return SAMPLE_RATE
+
+    @property
+    def infer_params(self):
+        if self._infer_params is None:
+            p = {k: v for k, v in self.params.items() if k != "enc_q"}
+            self._infer_params = jax.tree_util.tree_map(jnp.asarray, conv.fold_weight_norm(p))
+        return self._infer_params
+
+    # ------------------------------------------------------------------------------------------
+    def extract_latent(self, ssl) -> np.ndarray:
+        """HuBERT features ``[B, 768, T]`` (50 Hz) -> semantic codes ``int32 [B, T // 2]``."""
+        ssl = np.asarray(ssl, np.float32)
+        if ssl.ndim == 2:
+            ssl = ssl[None]
+        if ssl.ndim != 3 or ssl.shape[1] != self.config.ssl_dim:
+            raise ValueError(f"ssl must be [B, {self.config.ssl_dim}, T] HuBERT features, got shape {ssl.shape}")
+        T = ssl.shape[2]
+        if T < 2:
+            raise ValueError(f"ssl has {T} frame(s); at least 2 (one 25 Hz code) are needed")
+        Tp = 2 * bucket_length(T // 2)
+        x = np.zeros((ssl.shape[0], Tp, ssl.shape[1]), np.float32)
+        x[:, :T] = ssl.transpose(0, 2, 1)
+        codes = self._jit_latent(self.infer_params, jnp.asarray(x))
+        return np.asarray(codes)[:, : T // 2]
+
+    def ref_embedding(self, spec) -> np.ndarray:
+        """Reference spectrogram(s) -> ``ge [R, gin]``: one row per reference (each at its true length)."""
+        specs = self._as_spec_list(spec)
+        lens = [s.shape[-1] for s in specs]
+        Tp = bucket_length(max(lens))
+        x = np.zeros((len(specs), Tp, SPEC_BINS), np.float32)
+        for i, s in enumerate(specs):
+            x[i, : lens[i]] = s.T
+        ge = self._jit_ref(self.infer_params, jnp.asarray(x), jnp.asarray(lens, jnp.int32))
+        return np.asarray(ge)[:, 0]
+
+    def _as_spec_list(self, spec) -> list:
+        """-> list of ``[1025, frames]`` arrays (one per reference / row)."""
+        if isinstance(spec, (list, tuple)):
+            if not spec:
+                raise ValueError("spec is an empty list; give at least one reference spectrogram")
+            out = []
+            for i, s in enumerate(spec):
+                s = np.asarray(s, np.float32)
+                if s.ndim == 3:
+                    if s.shape[0] != 1:
+                        raise ValueError(f"reference {i} has shape {s.shape}; each list item must be [1, 1025, frames]")
+                    s = s[0]
+                out.append(self._check_spec(s, f"reference {i}"))
+            return out
+        s = np.asarray(spec, np.float32)
+        if s.ndim == 2:
+            s = s[None]
+        if s.ndim != 3:
+            raise ValueError(f"spec must be [B, 1025, frames] (or a list of [1, 1025, frames]), got shape {s.shape}")
+        return [self._check_spec(x, f"spec row {i}") for i, x in enumerate(s)]
+
+    @staticmethod
+    def _check_spec(s, what):
+        if s.ndim != 2 or s.shape[0] != SPEC_BINS:
+            raise ValueError(
+                f"{what}: a linear spectrogram needs {SPEC_BINS} frequency bins (n_fft 2048), got shape "
+                f"{tuple(s.shape)}; compute it with gsv_jax.spectrogram(wav) from 32 kHz audio")
+        if s.shape[1] < 1:
+            raise ValueError(f"{what}: reference is shorter than one frame (640 samples at 32 kHz); "
+                             "use a longer reference clip (3-10 s is typical)")
+        if not np.all(np.isfinite(s)):
+            raise ValueError(f"{what}: spectrogram contains NaN or inf")
+        return s
+
+    # ------------------------------------------------------------------------------------------
+    def decode(self, codes, phones, spec, noise_scale: float = 0.5, speed: float = 1.0, noise=None,
+               codes_lens=None, phones_lens=None, *, seed: int | None = None) -> list:
+        """Semantic codes + phonemes + reference spectrogram(s) -> list of 32 kHz waveforms (float32).
+
+        ``codes [B, Tc]`` (or the original's ``[1, B, Tc]``), ``phones [B, Tt]``; ``spec`` either
+        ``[B or 1, 1025, frames]`` (one reference per row, or shared) or a list of ``[1, 1025, frames_i]``
+        (several references, averaged as the original does, shared by all rows). ``noise``: the
+        standard-normal draw ``[B, inter, frames']`` for parity; otherwise drawn from ``seed``.
+        """
+        out = self._decode_batch(codes, phones, spec, noise_scale, speed, noise, codes_lens, phones_lens, seed)
+        return out["wavs"]
+
+    def _decode_batch(self, codes, phones, spec, noise_scale=0.5, speed=1.0, noise=None, codes_lens=None,
+                      phones_lens=None, seed=None, with_aux=False) -> dict:
+        cfg = self.config
+        codes = np.asarray(codes)
+        if codes.ndim == 3:
+            if codes.shape[0] != 1:
+                raise ValueError(f"codes of shape {codes.shape}: only one quantizer layer (n_q = 1) exists")
+            codes = codes[0]
+        if codes.ndim == 1:
+            codes = codes[None]
+        phones = np.asarray(phones)
+        if phones.ndim == 1:
+            phones = phones[None]
+        if codes.ndim != 2 or phones.ndim != 2:
+            raise ValueError(f"codes must be [B, Tc] and phones [B, Tt]; got {codes.shape} and {phones.shape}")
+        if not np.issubdtype(codes.dtype, np.integer) or not np.issubdtype(phones.dtype, np.integer):
+            raise ValueError("codes and phones must be integer arrays")
+        B = codes.shape[0]
+        if phones.shape[0] != B:
+            raise ValueError(f"codes has {B} rows but phones has {phones.shape[0]}")
+        c_lens = np.full((B,), codes.shape[1]) if codes_lens is None else np.asarray(codes_lens).reshape(-1)
+        p_lens = np.full((B,), phones.shape[1]) if phones_lens is None else np.asarray(phones_lens).reshape(-1)
+        if c_lens.shape != (B,) or p_lens.shape != (B,):
+            raise ValueError("codes_lens / phones_lens need one length per row")
+        if np.any(c_lens < 1) or np.any(c_lens > codes.shape[1]):
+            raise ValueError(f"codes_lens {c_lens.tolist()} must be in 1..{codes.shape[1]} (no empty rows)")
+        if np.any(p_lens < 1) or np.any(p_lens > phones.shape[1]):
+            raise ValueError(f"phones_lens {p_lens.tolist()} must be in 1..{phones.shape[1]}: empty phoneme "
+                             "sequences cannot be synthesised (give at least one phoneme per row)")
+        for b in range(B):
+            c, p = codes[b, : c_lens[b]], phones[b, : p_lens[b]]
+            if c.min() < 0 or c.max() >= cfg.codebook_bins:
+                raise ValueError(f"row {b}: semantic codes must be in 0..{cfg.codebook_bins - 1}, found "
+                                 f"{int(c.min())}..{int(c.max())} (EOS 1024 must be stripped first)")
+            if p.min() < 0 or p.max() >= cfg.n_symbols:
+                raise ValueError(f"row {b}: phoneme ids must be in 0..{cfg.n_symbols - 1} for a {cfg.version} "
+                                 f"model, found {int(p.min())}..{int(p.max())}")
+        speed = float(speed)
+        if not speed > 0:
+            raise ValueError(f"speed must be > 0, got {speed}")
+
+        # reference embedding(s)
+        if isinstance(spec, (list, tuple)):
+            ge = self.ref_embedding(spec).mean(0, keepdims=True)  # several references: arithmetic mean
+        else:
+            ge = self.ref_embedding(spec)
+        if ge.shape[0] == 1 and B > 1:
+            ge = np.repeat(ge, B, 0)
+        if ge.shape[0] != B:
+            raise ValueError(f"spec has {ge.shape[0]} rows for {B} rows of codes; give one per row, one shared, "
+                             "or a list of references")
+
+        # lengths and buckets
+        Tc = bucket_length(int(c_lens.max()))
+        Tt = bucket_length(int(p_lens.max()))
+        y_lens = 2 * c_lens
+        if speed == 1.0:
+            out_lens, T_out = y_lens, 2 * Tc
+        else:
+            out_lens = np.array([int(n / speed) + 1 for n in y_lens])
+            T_out = int(2 * Tc / speed) + 1
+        codes_p = np.zeros((B, Tc), np.int32)
+        phones_p = np.zeros((B, Tt), np.int32)
+        for b in range(B):
+            codes_p[b, : c_lens[b]] = codes[b, : c_lens[b]]
+            phones_p[b, : p_lens[b]] = phones[b, : p_lens[b]]
+        eps = np.zeros((B, T_out, cfg.inter_channels), np.float32)
+        if noise is not None:
+            n = np.asarray(noise, np.float32)
+            if n.ndim == 2:
+                n = n[None]
+            if n.shape[0] != B or n.shape[1] != cfg.inter_channels or n.shape[2] < int(out_lens.max()):
+                raise ValueError(f"noise must be [B={B}, {cfg.inter_channels}, >= {int(out_lens.max())}], "
+                                 f"got {n.shape}")
+            for b in range(B):
+                eps[b, : out_lens[b]] = n[b, :, : out_lens[b]].T
+        elif noise_scale != 0:
+            key = jax.random.PRNGKey(np.random.randint(0, 2**31 - 1) if seed is None else seed)
+            draw = np.asarray(jax.random.normal(key, (B, int(out_lens.max()), cfg.inter_channels)))
+            for b in range(B):
+                eps[b, : out_lens[b]] = draw[b, : out_lens[b]]
+        res = self._jit_decode(
+            self.infer_params, jnp.asarray(codes_p), jnp.asarray(y_lens, jnp.int32), jnp.asarray(phones_p),
+            jnp.asarray(p_lens, jnp.int32), jnp.asarray(ge[:, None, :]), jnp.asarray(eps),
+            jnp.asarray(noise_scale, jnp.float32), jnp.asarray(out_lens, jnp.int32), speed=speed, with_aux=with_aux)
+        hop = cfg.hop
+        wav = np.asarray(res["wav"])
+        out = {"wavs": [wav[b, : out_lens[b] * hop].astype(np.float32) for b in range(B)], "ge": ge,
+               "out_lens": out_lens}
+        if with_aux:
+            for k in ("x", "m_p", "logs_p", "z"):
+                v = np.asarray(res[k])
+                out[k] = [v[b, : (y_lens[b] if k == "x" else out_lens[b])].T for b in range(B)]
+        return out
+
+    # ------------------------------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Our own checkpoint: a folder with ``s2_config.json`` and ``s2_params.npz`` (training form)."""
+        path = pathlib.Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        flat = {conv.path_to_torch_key(p): np.asarray(v) for p, v in conv._flatten(self.params).items()}
+        flat.update({k: np.asarray(v) for k, v in self.buffers.items()})
+        np.savez(path / OWN_PARAMS, **flat)
+        (path / OWN_CONFIG).write_text(json.dumps({"model": self.config.to_dict(), "info": self.info}, indent=1))
+
+    def state_dict(self, *, dtype=np.float16, with_enc_q: bool = False) -> dict:
+        """The original's state dict (weight norm as ``weight_g/weight_v``, fp16 by default)."""
+        params = self.params
+        buffers = self.buffers or conv.default_buffers(
+            np.asarray(params["quantizer"]["vq"]["layers_0"]["_codebook"]["embed"]))
+        return conv.params_to_state_dict(params, _wn_layers(self.config), dtype=dtype, drop_enc_q=not with_enc_q,
+                                         buffers=buffers)
+
+
+# ----------------------------------------------------------------------------------------------
+# jitted cores (model bound with functools.partial)
+
+def _extract_latent(model, params, ssl):
+    return model.apply({"params": params}, ssl, method=SynthesizerTrn.extract_latent)
+
+
+def _ref_embedding(model, params, spec, lens):
+    mask = sequence_mask(lens, spec.shape[1])
+    return model.apply({"params": params}, spec, mask, method=SynthesizerTrn.ref_embedding)
+
+
+def _decode_core(model, params, codes, y_lens, text, text_lens, ge, eps, noise_scale, out_lens, *, speed,
+                 with_aux=False):
+    from gsv_jax.models.s2.text_encoder import linear_resize
+
+    def run(m):
+        T = 2 * codes.shape[1]
+        y_mask = sequence_mask(y_lens, T)
+        text_mask = sequence_mask(text_lens, text.shape[1])
+        q = m.quantized_from_codes(codes)
+        x = m.prior(q, y_mask, text, text_mask, ge)
+        if speed != 1.0:
+            xs = linear_resize(x, y_lens, out_lens, eps.shape[1])
+        else:
+            xs = x
+        mask = sequence_mask(out_lens, eps.shape[1])
+        m_p, logs_p = m.prior_stats(xs, mask)
+        z_p = m_p + eps * jnp.exp(logs_p) * noise_scale
+        z = m.flow_reverse(z_p, mask, ge)
+        wav = m.decode_wave(z, ge, mask)
+        out = {"wav": wav}
+        if with_aux:
+            out.update(x=x, m_p=m_p, logs_p=logs_p, z=z)
+        return out
+
+    return model.apply({"params": params}, method=run)
+
+
+# ----------------------------------------------------------------------------------------------
+# loading / saving
+
+def load_s2(path, *, config: dict | None = None) -> S2:
+    """Load a SoVITS v1/v2 model: an exported ``.pth``, a pretrained ``s2G*.pth``, a training ``G_*.pth``
+    (with ``enc_q``), or our own checkpoint folder (:meth:`S2.save`). ``config`` overrides the
+    architecture (only needed for files without a stored config whose shapes are ambiguous)."""
+    path = pathlib.Path(path)
+    if path.is_dir():
+        return _load_own(path)
+    if not path.exists():
+        raise FileNotFoundError(f"SoVITS model not found: {path}")
+    sd, hps, meta = conv.read_s2_file(path)
+    version = meta["detected_version"]
+    conv._refuse_version(path, version)
+    if config is not None:
+        model_cfg = dict(config)
+    elif hps is not None and "model" in hps:
+        m = hps["model"]
+        model_cfg = m.to_dict() if isinstance(m, HParams) else dict(m)
+    else:
+        model_cfg = conv.config_from_state_dict(sd, version)
+    model_cfg["version"] = version
+    cfg = S2ModelConfig.from_mapping(model_cfg)
+    has_enc_q = any(k.startswith("enc_q.") for k in sd)
+    params, buffers = conv.state_dict_to_params(sd, _template(cfg, has_enc_q), where=str(path))
+    return S2(cfg, params, buffers=buffers, hparams=hps, info=meta.get("info"))
+
+
+def _load_own(path: pathlib.Path) -> S2:
+    cfg_file, par_file = path / OWN_CONFIG, path / OWN_PARAMS
+    if not cfg_file.exists() or not par_file.exists():
+        raise CheckpointError(f"{path} is a folder but not a gsv_jax S2 checkpoint ({OWN_CONFIG} + {OWN_PARAMS})")
+    meta = json.loads(cfg_file.read_text())
+    cfg = S2ModelConfig.from_mapping(meta["model"])
+    with np.load(par_file) as z:
+        sd = {k: z[k] for k in z.files}
+    has_enc_q = any(k.startswith("enc_q.") for k in sd)
+    params, buffers = conv.state_dict_to_params(sd, _template(cfg, has_enc_q), where=str(path))
+    return S2(cfg, params, buffers=buffers, info=meta.get("info"))
+
+
+def save_s2_torch(s2: S2, path, *, info: str | None = None) -> None:
+    """Export in the original's weights format (``SoVITS_weights*/<name>.pth``: fp16, no ``enc_q``,
+    pickled ``HParams`` config); loadable by the original GPT-SoVITS."""
+    hps = s2.hparams if s2.hparams is not None else conv.make_hparams(s2.config.to_dict(), s2.version)
+    conv.write_s2_export(path, s2.state_dict(), hps, info=info or s2.info or "gsv_jax export")
+
+
+def new_s2(config: S2ModelConfig, seed: int = 0, *, with_enc_q: bool = True) -> S2:
+    """A freshly initialised model (random weights), e.g. for benchmarks or training from scratch."""
+    params = jax.device_get(init_params(config, jax.random.PRNGKey(seed), weight_norm=True, with_enc_q=with_enc_q))
+    params = jax.tree_util.tree_map(np.asarray, params)
+    return S2(config, params)

@@ -1,0 +1,339 @@
+"""S2 building blocks: convolutions (optionally weight-normed), channel LayerNorm, WaveNet, ResBlock1, flow.
+
+Layout: activations are channels-last ``[B, T, C]`` (XLA's fast convolution layout on CPU and TPU);
+parameters keep the PyTorch layouts and names (conv ``weight [out, in, k]``, transposed conv
+``weight [in, out, k]``, weight norm as ``weight_g [out|in, 1, 1]`` + ``weight_v``), so the checkpoint
+converter is a pure renaming. ``weight_norm=True`` keeps ``(g, v)`` as trainable parameters (training);
+inference folds them once into a plain ``weight`` (:func:`gsv_jax.convert.s2.fold_weight_norm`).
+
+Masks are float ``[B, T, 1]`` (1 = valid frame).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+LRELU_SLOPE = 0.1
+
+
+def _part(init, names):
+    return nn.with_logical_partitioning(init, names)
+
+
+def torch_uniform_init(fan_in: int):
+    """PyTorch's default Conv/Linear init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (kaiming_uniform a=sqrt(5))."""
+    bound = 1.0 / math.sqrt(max(fan_in, 1))
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def normal_init(std: float):
+    def init(key, shape, dtype=jnp.float32):
+        return std * jax.random.normal(key, shape, dtype)
+
+    return init
+
+
+def weight_norm_fold(g, v):
+    """``v * g / ||v||`` with the norm over every axis but 0 (torch ``weight_norm(dim=0)``), fp32."""
+    v = v.astype(jnp.float32)
+    norm = jnp.sqrt(jnp.sum(v * v, axis=tuple(range(1, v.ndim)), keepdims=True))
+    return v * (g.astype(jnp.float32) / norm)
+
+
+def _weight(module: nn.Module, shape, init, weight_norm: bool, names):
+    """The effective weight of a (possibly weight-normed) layer, creating its parameters."""
+    if not weight_norm:
+        return module.param("weight", _part(init, names), shape)
+    v = module.param("weight_v", _part(init, names), shape)
+    g_names = (names[0],) + (None,) * (len(shape) - 1)
+    g = module.param(
+        "weight_g",
+        _part(lambda key, s: jnp.sqrt(jnp.sum(jnp.square(v), axis=tuple(range(1, v.ndim)), keepdims=True)), g_names),
+        (shape[0],) + (1,) * (len(shape) - 1),
+    )
+    return weight_norm_fold(g, v)
+
+
+class Conv1d(nn.Module):
+    """``torch.nn.Conv1d`` on channels-last input: ``[B, T, in] -> [B, T', out]``."""
+
+    in_channels: int
+    out_channels: int
+    kernel_size: int = 1
+    stride: int = 1
+    dilation: int = 1
+    padding: int = 0
+    groups: int = 1
+    use_bias: bool = True
+    weight_norm: bool = False
+    kernel_init: object = None
+    bias_init: object = None
+
+    @nn.compact
+    def __call__(self, x):
+        fan_in = self.in_channels // self.groups * self.kernel_size
+        init = self.kernel_init or torch_uniform_init(fan_in)
+        w = _weight(self, (self.out_channels, self.in_channels // self.groups, self.kernel_size), init,
+                    self.weight_norm, ("conv_out", "conv_in", None))
+        y = lax.conv_general_dilated(
+            x, jnp.transpose(w, (2, 1, 0)).astype(x.dtype), (self.stride,), [(self.padding, self.padding)],
+            rhs_dilation=(self.dilation,), dimension_numbers=("NHC", "HIO", "NHC"),
+            feature_group_count=self.groups)
+        if self.use_bias:
+            b = self.param("bias", _part(self.bias_init or torch_uniform_init(fan_in), ("conv_out",)),
+                           (self.out_channels,))
+            y = y + b.astype(y.dtype)
+        return y
+
+
+class ConvTranspose1d(nn.Module):
+    """``torch.nn.ConvTranspose1d`` (weight ``[in, out, k]``) on channels-last input; output ``(L-1)u - 2p + k``.
+
+    Computed polyphase: output phase ``r`` (positions ``o = q*u + r``) is an ordinary stride-1
+    correlation of the input with the taps ``k = r + p + u*j`` -- the same products and sums as the
+    zero-stuffed form, ``u`` times fewer multiplications.
+    """
+
+    in_channels: int
+    out_channels: int
+    kernel_size: int
+    stride: int
+    padding: int = 0
+    use_bias: bool = True
+    weight_norm: bool = False
+    kernel_init: object = None
+
+    @nn.compact
+    def __call__(self, x):
+        k, u, p = self.kernel_size, self.stride, self.padding
+        fan_in = self.out_channels * k  # torch computes fan_in from weight.size(1) * k for transposed convs
+        init = self.kernel_init or torch_uniform_init(fan_in)
+        w = _weight(self, (self.in_channels, self.out_channels, k), init, self.weight_norm,
+                    ("conv_in", "conv_out", None)).astype(x.dtype)
+        b = None
+        if self.use_bias:
+            b = self.param("bias", _part(torch_uniform_init(fan_in), ("conv_out",)), (self.out_channels,))
+        y = conv_transpose_polyphase(x, w, u, p)
+        if b is not None:
+            y = y + b.astype(y.dtype)
+        return y
+
+
+def conv_transpose_polyphase(x, w, u: int, p: int):
+    """Transposed conv ``y[o] = sum_{i,kk: o = i*u - p + kk} x[i] @ w[:, :, kk]`` for ``x [B, L, in]``."""
+    B, L, _ = x.shape
+    cin, cout, k = w.shape
+    out_len = (L - 1) * u - 2 * p + k
+    n_q = -(-out_len // u)  # output rows per phase
+    phases = []
+    for r in range(u):
+        # o = q*u + r = i*u - p + kk  with  r + p = shift*u + c  ->  kk = c + u*m,  i = q + shift - m
+        c, shift = (r + p) % u, (r + p) // u
+        taps = list(range(c, k, u))
+        if not taps:
+            phases.append(jnp.zeros((B, n_q, cout), x.dtype))
+            continue
+        m_count = len(taps)
+        # y_r[q] = sum_m x[q + shift - m] @ w[:, :, c + u*m]: a correlation with the reversed taps
+        kern = jnp.stack([w[:, :, taps[m_count - 1 - j]] for j in range(m_count)], 0)  # [M, in, out]
+        offset0 = shift - (m_count - 1)  # x index feeding y_r[0] through kern[0]
+        need = n_q + m_count - 1
+        pad_l = max(-offset0, 0)
+        pad_r = max(offset0 + need - L, 0)
+        xp = jnp.pad(x, ((0, 0), (pad_l, pad_r), (0, 0)))
+        start = offset0 + pad_l
+        xp = xp[:, start: start + need]
+        yr = lax.conv_general_dilated(xp, kern, (1,), [(0, 0)], dimension_numbers=("NHC", "HIO", "NHC"))
+        phases.append(yr)
+    y = jnp.stack(phases, axis=2).reshape(B, n_q * u, cout)
+    return y[:, :out_len]
+
+
+class Linear(nn.Module):
+    """``torch.nn.Linear`` (weight ``[out, in]``)."""
+
+    in_features: int
+    out_features: int
+    use_bias: bool = True
+    kernel_init: object = None
+    names: tuple = ("mlp", "embed")
+
+    @nn.compact
+    def __call__(self, x):
+        init = self.kernel_init or torch_uniform_init(self.in_features)
+        w = self.param("weight", _part(init, self.names), (self.out_features, self.in_features))
+        y = jnp.einsum("...i,oi->...o", x, w.astype(x.dtype))
+        if self.use_bias:
+            b = self.param("bias", _part(torch_uniform_init(self.in_features), (self.names[0],)), (self.out_features,))
+            y = y + b.astype(y.dtype)
+        return y
+
+
+class Embedding(nn.Module):
+    """``torch.nn.Embedding`` (param ``weight [n, d]``, N(0, 1) init)."""
+
+    num: int
+    dim: int
+
+    @nn.compact
+    def __call__(self, ids):
+        w = self.param("weight", _part(normal_init(1.0), ("vocab", "embed")), (self.num, self.dim))
+        return jnp.take(w, ids, axis=0)
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm over channels (``modules.LayerNorm``): biased variance, eps 1e-5, ``gamma``/``beta``."""
+
+    channels: int
+    eps: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x):
+        gamma = self.param("gamma", _part(nn.initializers.ones, ("norm",)), (self.channels,))
+        beta = self.param("beta", _part(nn.initializers.zeros, ("norm",)), (self.channels,))
+        xf = x.astype(jnp.float32)
+        mean = jnp.mean(xf, -1, keepdims=True)
+        var = jnp.mean(jnp.square(xf - mean), -1, keepdims=True)
+        y = (xf - mean) * lax.rsqrt(var + self.eps)
+        return (y * gamma + beta).astype(x.dtype)
+
+
+def lrelu(x, slope=LRELU_SLOPE):
+    return jnp.where(x >= 0, x, x * slope)
+
+
+class WN(nn.Module):
+    """WaveNet stack (``modules.WN``): gated dilated convs, conditioned on ``g [B, 1, gin]``."""
+
+    hidden: int
+    kernel_size: int
+    dilation_rate: int
+    n_layers: int
+    gin_channels: int = 0
+    weight_norm: bool = True
+    p_dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, x, mask, g=None, deterministic: bool = True):
+        H = self.hidden
+        out = jnp.zeros_like(x)
+        if g is not None and self.gin_channels:
+            g = Conv1d(self.gin_channels, 2 * H * self.n_layers, 1, weight_norm=self.weight_norm,
+                       name="cond_layer")(g)
+        for i in range(self.n_layers):
+            d = self.dilation_rate ** i
+            x_in = Conv1d(H, 2 * H, self.kernel_size, dilation=d, padding=(self.kernel_size * d - d) // 2,
+                          weight_norm=self.weight_norm, name=f"in_layers_{i}")(x)
+            if g is not None and self.gin_channels:
+                x_in = x_in + g[:, :, 2 * H * i: 2 * H * (i + 1)]
+            acts = jnp.tanh(x_in[..., :H]) * jax.nn.sigmoid(x_in[..., H:])
+            acts = nn.Dropout(self.p_dropout)(acts, deterministic=deterministic)
+            last = i == self.n_layers - 1
+            rs = Conv1d(H, H if last else 2 * H, 1, weight_norm=self.weight_norm,
+                        name=f"res_skip_layers_{i}")(acts)
+            if not last:
+                x = (x + rs[..., :H]) * mask
+                out = out + rs[..., H:]
+            else:
+                out = out + rs
+        return out * mask
+
+
+class ResBlock1(nn.Module):
+    """HiFi-GAN ResBlock1. With ``mask`` every conv input is masked, so padded frames never leak in."""
+
+    channels: int
+    kernel_size: int = 3
+    dilations: Sequence[int] = (1, 3, 5)
+    weight_norm: bool = True
+
+    @nn.compact
+    def __call__(self, x, mask=None):
+        k = self.kernel_size
+        for j, d in enumerate(self.dilations):
+            t = lrelu(x)
+            if mask is not None:
+                t = t * mask
+            t = Conv1d(self.channels, self.channels, k, dilation=d, padding=(k * d - d) // 2,
+                       weight_norm=self.weight_norm, kernel_init=normal_init(0.01), name=f"convs1_{j}")(t)
+            t = lrelu(t)
+            if mask is not None:
+                t = t * mask
+            t = Conv1d(self.channels, self.channels, k, dilation=1, padding=(k - 1) // 2,
+                       weight_norm=self.weight_norm, kernel_init=normal_init(0.01), name=f"convs2_{j}")(t)
+            x = x + t
+        if mask is not None:
+            x = x * mask
+        return x
+
+
+class ResidualCouplingLayer(nn.Module):
+    """Mean-only affine coupling (``logs = 0``): ``x1 -> x1 + m(x0)`` (forward) or ``(x1 - m) * mask``."""
+
+    channels: int
+    hidden: int
+    kernel_size: int
+    dilation_rate: int
+    n_layers: int
+    gin_channels: int = 0
+    weight_norm: bool = True
+
+    @nn.compact
+    def __call__(self, x, mask, g=None, reverse: bool = False):
+        half = self.channels // 2
+        x0, x1 = x[..., :half], x[..., half:]
+        h = Conv1d(half, self.hidden, 1, name="pre")(x0) * mask
+        h = WN(self.hidden, self.kernel_size, self.dilation_rate, self.n_layers, self.gin_channels,
+               weight_norm=self.weight_norm, name="enc")(h, mask, g)
+        m = Conv1d(self.hidden, half, 1, kernel_init=nn.initializers.zeros, bias_init=nn.initializers.zeros,
+                   name="post")(h) * mask
+        if not reverse:
+            x1 = m + x1 * mask
+        else:
+            x1 = (x1 - m) * mask
+        return jnp.concatenate([x0, x1], -1)
+
+
+class ResidualCouplingBlock(nn.Module):
+    """The flow: ``n_flows`` x [coupling, channel flip]. Parameters under ``flows_0, flows_2, ...``."""
+
+    channels: int
+    hidden: int
+    kernel_size: int = 5
+    dilation_rate: int = 1
+    n_layers: int = 4
+    n_flows: int = 4
+    gin_channels: int = 0
+    weight_norm: bool = True
+
+    def setup(self):
+        self.couplings = [
+            ResidualCouplingLayer(self.channels, self.hidden, self.kernel_size, self.dilation_rate, self.n_layers,
+                                  self.gin_channels, self.weight_norm, name=f"flows_{2 * i}")
+            for i in range(self.n_flows)
+        ]
+
+    def __call__(self, x, mask, g=None, reverse: bool = False):
+        if not reverse:
+            for c in self.couplings:
+                x = c(x, mask, g, reverse=False)
+                x = jnp.flip(x, -1)
+        else:
+            for c in reversed(self.couplings):
+                x = jnp.flip(x, -1)
+                x = c(x, mask, g, reverse=True)
+        return x
+
+
+def sequence_mask(lengths, max_len: int, dtype=jnp.float32):
+    """``[B] -> [B, max_len, 1]`` float mask."""
+    return (jnp.arange(max_len)[None, :] < jnp.asarray(lengths)[:, None]).astype(dtype)[..., None]
