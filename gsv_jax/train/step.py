@@ -72,7 +72,7 @@ def make_step_fn(task, tx: optax.GradientTransformation, schedule: Callable, *, 
             if accum_reduce == "mean":
                 loss = loss / accum_steps
                 grads = jax.tree.map(lambda g: g / accum_steps, grads)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         if grad_clip and grad_clip > 0:
             scale = jnp.minimum(1.0, grad_clip / (grad_norm + 1e-6))
             grads = jax.tree.map(lambda g: g * scale, grads)
