@@ -88,6 +88,8 @@ def _prefixed(phone: str) -> str:
 
 def g2p(norm_text: str) -> tuple[list[str], list[int]]:
     """Normalised text -> (phones, word2ph): 2 phones per syllable, 1 per mark."""
+    if not isinstance(norm_text, str):
+        raise TypeError(f"text must be a str, got {type(norm_text).__name__}")
     phones: list[str] = []
     word2ph: list[int] = []
     for syllable in get_jyutping(norm_text):

@@ -93,6 +93,8 @@ def _run_phones(run: str) -> list[str]:
 
 def g2p(norm_text: str) -> list[str]:
     """Normalised Japanese text -> phones (``#`` is later mapped to UNK by ``clean_text``)."""
+    if not isinstance(norm_text, str):
+        raise TypeError(f"text must be a str, got {type(norm_text).__name__}")
     text = norm_text.replace("％", "パーセント").lower()
     runs = _NON_JA_CHAR.split(text)
     marks = _NON_JA_CHAR.findall(text)

@@ -71,6 +71,8 @@ _TABLE = None
 
 def g2p(text: str) -> list[str]:
     """Korean text -> phones (one per jamo / mark; ``空`` for space, ``停`` for anything unknown)."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
     global _TABLE
     if _TABLE is None:
         _TABLE = frozenset(get_symbols("v2"))
