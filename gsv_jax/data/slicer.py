@@ -174,3 +174,56 @@ def to_int16(y: np.ndarray) -> np.ndarray:
 def clip_filename(source_basename: str, start: int, end: int) -> str:
     """``<input basename with extension>_<start:010d>_<end:010d>.wav``."""
     return f"{source_basename}_{start:010d}_{end:010d}.wav"
+
+
+def slice_files(inp, out_dir, cfg: SlicerConfig = SlicerConfig(), *, max_amp: float = 0.9, alpha: float = 0.25,
+                shard: int = 0, num_shards: int = 1, speaker: str | None = None, lang: str = "ZH",
+                list_path="", progress: bool = True) -> dict:
+    """Slice a file or every file of a folder (sorted, ``[shard::num_shards]``) into 32 kHz int16 clips.
+
+    ``list_path``: ``""`` writes ``<out>/<out name>.list`` (``-s<i>of<n>`` added when sharded),
+    None writes no list. Files that fail to load are reported in ``failed``, never fatal.
+    Returns ``{"files", "clips": [paths], "failed": {path: reason}, "list": path or None}``.
+    """
+    import pathlib
+
+    import soundfile as sf
+
+    from gsv_jax import audio
+
+    inp, out = pathlib.Path(inp), pathlib.Path(out_dir)
+    if inp.is_file():
+        files = [inp]
+    elif inp.is_dir():
+        files = sorted(p for p in inp.iterdir() if p.is_file())
+    else:
+        raise FileNotFoundError(f"{inp} is neither a file nor a folder")
+    files = files[shard::num_shards]
+    out.mkdir(parents=True, exist_ok=True)
+    slicer = Slicer(SAMPLE_RATE, cfg)
+    clips, failed = [], {}
+    it = files
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(files, desc="slice", unit="file", dynamic_ncols=True)
+    for path in it:
+        try:
+            wav = audio.load_audio(path, SAMPLE_RATE)
+        except Exception as e:
+            failed[str(path)] = f"{type(e).__name__}: {e}"
+            continue
+        for clip in slicer.slice(wav):
+            y = loudness_mix(clip.audio, max_amp, alpha)
+            if y is None:
+                continue  # all-zero clip
+            target = out / clip_filename(path.name, clip.start, clip.end)
+            sf.write(str(target), to_int16(y), SAMPLE_RATE, subtype="PCM_16")
+            clips.append(target)
+    written = None
+    if list_path is not None:
+        written = pathlib.Path(list_path) if list_path else out / (
+            out.name + (f"-s{shard}of{num_shards}" if num_shards > 1 else "") + ".list")
+        spk = speaker or out.name
+        written.write_text("".join(f"{p.resolve()}|{spk}|{lang}|\n" for p in clips), encoding="utf-8")
+    return {"files": len(files), "clips": clips, "failed": failed, "list": written}
