@@ -1,0 +1,233 @@
+"""Hugging Face model folders (as users have them on disk), read without torch and fully offline.
+
+A folder holds ``config.json`` and the weights as ``model.safetensors`` or ``pytorch_model.bin``
+(either may be sharded with a ``*.index.json``); BERT folders also hold tokenizer files
+(``vocab.txt``, ``tokenizer.json`` ...). Weights become plain numpy dicts keyed like the PyTorch
+state dict; the key maps below turn them into the parameter trees of
+``gsv_jax/models/{bert,hubert}.py`` and fail loudly on missing or unexpected weights.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+from typing import Dict, Union
+
+import numpy as np
+
+from gsv_jax.convert.torch_io import load_torch_file
+
+PathLike = Union[str, pathlib.Path]
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+# --------------------------------------------------------------------------------------------
+# folder reading
+
+
+def _folder(folder: PathLike) -> pathlib.Path:
+    path = pathlib.Path(folder).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"model folder {path} does not exist")
+    if not path.is_dir():
+        raise NotADirectoryError(f"{path} is a file; pass the Hugging Face model folder that contains it")
+    return path
+
+
+def read_config(folder: PathLike) -> dict:
+    """``config.json`` of a Hugging Face folder as a dict."""
+    path = _folder(folder) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: a Hugging Face model folder needs its config.json")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _read_one(path: pathlib.Path) -> Dict[str, np.ndarray]:
+    if path.name.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+
+        return load_file(str(path))
+    state = load_torch_file(path)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} does not hold a state dict (got {type(state).__name__})")
+    return {k: np.asarray(v) for k, v in state.items()}
+
+
+def read_state_dict(folder: PathLike) -> Dict[str, np.ndarray]:
+    """All weights of a folder as ``{name: numpy array}`` (stored dtype), safetensors preferred."""
+    path = _folder(folder)
+    for name in WEIGHT_FILES:
+        if (path / name).is_file():
+            return _read_one(path / name)
+        index = path / f"{name}.index.json"
+        if index.is_file():
+            with open(index, encoding="utf-8") as f:
+                shards = sorted(set(json.load(f)["weight_map"].values()))
+            state = {}
+            for shard in shards:
+                if not (path / shard).is_file():
+                    raise FileNotFoundError(f"{index} lists shard {shard}, which is missing from {path}")
+                state.update(_read_one(path / shard))
+            return state
+    raise FileNotFoundError(
+        f"no weights in {path}: expected one of {', '.join(WEIGHT_FILES)} (or a sharded *.index.json)"
+    )
+
+
+def load_tokenizer(folder: PathLike):
+    """The folder's own transformers tokenizer (offline)."""
+    path = _folder(folder)
+    names = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
+    if not any((path / n).is_file() for n in names):
+        raise FileNotFoundError(f"no tokenizer files in {path}: expected one of {', '.join(names)}")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+
+# --------------------------------------------------------------------------------------------
+# key maps
+
+
+class _Keys:
+    """A state dict with prefix stripping, fp32 casting and a record of what was used."""
+
+    def __init__(self, state: Dict[str, np.ndarray], prefixes, ignore, what: str):
+        self.state = {}
+        for k, v in state.items():
+            for p in prefixes:
+                if k.startswith(p):
+                    k = k[len(p):]
+                    break
+            self.state[k] = v
+        self.ignore = [re.compile(r) for r in ignore]
+        self.used = set()
+        self.what = what
+
+    def has(self, key):
+        return key in self.state
+
+    def __call__(self, key, shape=None):
+        if key not in self.state:
+            raise KeyError(f"{self.what}: weight {key!r} is missing from the checkpoint")
+        self.used.add(key)
+        v = np.asarray(self.state[key], np.float32)
+        if shape is not None and tuple(v.shape) != tuple(shape):
+            raise ValueError(f"{self.what}: weight {key!r} has shape {v.shape}, config.json implies {tuple(shape)}")
+        return v
+
+    def norm(self, key):  # LayerNorm weight/bias, or the old gamma/beta names
+        w = key + ".weight" if self.has(key + ".weight") else key + ".gamma"
+        b = key + ".bias" if self.has(key + ".bias") else key + ".beta"
+        return {"scale": self(w), "bias": self(b)}
+
+    def finish(self):
+        left = [k for k in self.state if k not in self.used and not any(r.fullmatch(k) for r in self.ignore)]
+        if left:
+            raise ValueError(
+                f"{self.what}: {len(left)} unexpected weights (another architecture?), e.g. {left[:5]}"
+            )
+
+
+def bert_params(state: Dict[str, np.ndarray], cfg) -> dict:
+    """Hugging Face ``BertModel`` / ``BertForMaskedLM`` state dict -> ``models.bert.Bert`` params."""
+    k = _Keys(state, ("bert.",), (r"cls\..*", r"pooler\..*", r".*position_ids"), "BERT")
+    h, heads = cfg.hidden_size, cfg.num_attention_heads
+    hd = h // heads
+
+    def dense(name, n_in, n_out):
+        return {"kernel": k(name + ".weight", (n_out, n_in)).T, "bias": k(name + ".bias", (n_out,))}
+
+    def qkv(name):
+        d = dense(name, h, h)
+        return {"kernel": d["kernel"].reshape(h, heads, hd), "bias": d["bias"].reshape(heads, hd)}
+
+    e = "embeddings."
+    p = {
+        "word_embeddings": {"embedding": k(e + "word_embeddings.weight", (cfg.vocab_size, h))},
+        "position_embeddings": {"embedding": k(e + "position_embeddings.weight", (cfg.max_position_embeddings, h))},
+        "token_type_embeddings": {"embedding": k(e + "token_type_embeddings.weight", (cfg.type_vocab_size, h))},
+        "embeddings_norm": k.norm(e + "LayerNorm"),
+    }
+    for i in range(cfg.num_hidden_layers):
+        a = f"encoder.layer.{i}."
+        out = dense(a + "attention.output.dense", h, h)
+        p[f"layer_{i}"] = {
+            "query": qkv(a + "attention.self.query"),
+            "key": qkv(a + "attention.self.key"),
+            "value": qkv(a + "attention.self.value"),
+            "attn_out": {"kernel": out["kernel"].reshape(heads, hd, h), "bias": out["bias"]},
+            "attn_norm": k.norm(a + "attention.output.LayerNorm"),
+            "intermediate": dense(a + "intermediate.dense", h, cfg.intermediate_size),
+            "output": dense(a + "output.dense", cfg.intermediate_size, h),
+            "output_norm": k.norm(a + "output.LayerNorm"),
+        }
+    k.finish()
+    return p
+
+
+def _fold_weight_norm(g: np.ndarray, v: np.ndarray, dim: int) -> np.ndarray:
+    """``g · v / ||v||`` with the norm over every axis except ``dim`` (torch ``weight_norm``)."""
+    axes = tuple(a for a in range(v.ndim) if a != dim % v.ndim)
+    v64 = v.astype(np.float64)
+    return (g.astype(np.float64) * v64 / np.sqrt((v64**2).sum(axis=axes, keepdims=True))).astype(np.float32)
+
+
+def hubert_params(state: Dict[str, np.ndarray], cfg) -> dict:
+    """Hugging Face ``HubertModel`` state dict -> ``models.hubert.Hubert`` params (weight norm folded)."""
+    k = _Keys(state, ("hubert.",), (r"masked_spec_embed", r"label_embs_concat", r"final_proj\..*"), "HuBERT")
+    h = cfg.hidden_size
+
+    def dense(name, n_in, n_out):
+        return {"kernel": k(name + ".weight", (n_out, n_in)).T, "bias": k(name + ".bias", (n_out,))}
+
+    def conv_kernel(w):  # torch [out, in/groups, k] -> flax [k, in/groups, out]
+        return np.ascontiguousarray(w.transpose(2, 1, 0))
+
+    p = {}
+    c_in = 1
+    for i, (c, kk) in enumerate(zip(cfg.conv_dim, cfg.conv_kernel)):
+        f = f"feature_extractor.conv_layers.{i}."
+        conv = {"kernel": conv_kernel(k(f + "conv.weight", (c, c_in, kk)))}
+        if cfg.conv_bias:
+            conv["bias"] = k(f + "conv.bias", (c,))
+        p[f"conv_{i}"] = conv
+        if (cfg.feat_extract_norm == "group" and i == 0) or cfg.feat_extract_norm == "layer":
+            p[f"conv_{i}_norm"] = k.norm(f + "layer_norm")
+        c_in = c
+    if cfg.feat_proj_layer_norm:
+        p["feature_norm"] = k.norm("feature_projection.layer_norm")
+    p["feature_projection"] = dense("feature_projection.projection", cfg.conv_dim[-1], h)
+
+    pc = "encoder.pos_conv_embed.conv."
+    groups, kk = cfg.num_conv_pos_embedding_groups, cfg.num_conv_pos_embeddings
+    if k.has(pc + "weight_g"):
+        w = _fold_weight_norm(k(pc + "weight_g"), k(pc + "weight_v", (h, h // groups, kk)), dim=2)
+    elif k.has(pc + "parametrizations.weight.original0"):
+        w = _fold_weight_norm(
+            k(pc + "parametrizations.weight.original0"),
+            k(pc + "parametrizations.weight.original1", (h, h // groups, kk)),
+            dim=2,
+        )
+    else:
+        w = k(pc + "weight", (h, h // groups, kk))
+    p["pos_conv"] = {"kernel": conv_kernel(w), "bias": k(pc + "bias", (h,))}
+    p["encoder_norm"] = k.norm("encoder.layer_norm")
+    for i in range(cfg.num_hidden_layers):
+        a = f"encoder.layers.{i}."
+        p[f"layer_{i}"] = {
+            "q_proj": dense(a + "attention.q_proj", h, h),
+            "k_proj": dense(a + "attention.k_proj", h, h),
+            "v_proj": dense(a + "attention.v_proj", h, h),
+            "out_proj": dense(a + "attention.out_proj", h, h),
+            "attn_norm": k.norm(a + "layer_norm"),
+            "ff_in": dense(a + "feed_forward.intermediate_dense", h, cfg.intermediate_size),
+            "ff_out": dense(a + "feed_forward.output_dense", cfg.intermediate_size, h),
+            "final_norm": k.norm(a + "final_layer_norm"),
+        }
+    k.finish()
+    return p
