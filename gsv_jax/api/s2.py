@@ -64,8 +64,7 @@ class S2:
         self.model = SynthesizerTrn(config, weight_norm=False)
         self._jit_latent = jax.jit(functools.partial(_extract_latent, self.model))
         self._jit_ref = jax.jit(functools.partial(_ref_embedding, self.model))
-        self._jit_decode = jax.jit(functools.partial(_decode_core, self.model),
-                                   static_argnames=("speed", "with_aux"))
+        self._jit_decode = jax.jit(functools.partial(_decode_core, self.model), static_argnames=("with_aux",))
 
     @property
     def version(self) -> str:
@@ -101,14 +100,13 @@ class S2:
 
     def ref_embedding(self, spec) -> np.ndarray:
         """Reference spectrogram(s) -> ``ge [R, gin]``: one row per reference (each at its true length)."""
-        specs = self._as_spec_list(spec)
-        lens = [s.shape[-1] for s in specs]
-        Tp = bucket_length(max(lens))
-        x = np.zeros((len(specs), Tp, SPEC_BINS), np.float32)
-        for i, s in enumerate(specs):
-            x[i, : lens[i]] = s.T
-        ge = self._jit_ref(self.infer_params, jnp.asarray(x), jnp.asarray(lens, jnp.int32))
-        return np.asarray(ge)[:, 0]
+        ges = []
+        for s in self._as_spec_list(spec):  # one at a time: few shapes to compile, the encoder is cheap
+            n = s.shape[-1]
+            x = np.zeros((1, bucket_length(n), SPEC_BINS), np.float32)
+            x[0, :n] = s.T
+            ges.append(np.asarray(self._jit_ref(self.infer_params, jnp.asarray(x), jnp.asarray([n], jnp.int32)))[0, 0])
+        return np.stack(ges)
 
     def _as_spec_list(self, spec) -> list:
         """-> list of ``[1025, frames]`` arrays (one per reference / row)."""
@@ -213,11 +211,9 @@ class S2:
         Tc = bucket_length(int(c_lens.max()))
         Tt = bucket_length(int(p_lens.max()))
         y_lens = 2 * c_lens
-        if speed == 1.0:
-            out_lens, T_out = y_lens, 2 * Tc
-        else:
-            out_lens = np.array([int(n / speed) + 1 for n in y_lens])
-            T_out = int(2 * Tc / speed) + 1
+        # the original resizes to int(T / speed) + 1 frames whenever speed != 1
+        out_lens = y_lens if speed == 1.0 else np.array([int(n / speed) + 1 for n in y_lens])
+        T_out = 2 * bucket_length(-(-int(out_lens.max()) // 2))
         codes_p = np.zeros((B, Tc), np.int32)
         phones_p = np.zeros((B, Tt), np.int32)
         for b in range(B):
@@ -241,7 +237,7 @@ class S2:
         res = self._jit_decode(
             self.infer_params, jnp.asarray(codes_p), jnp.asarray(y_lens, jnp.int32), jnp.asarray(phones_p),
             jnp.asarray(p_lens, jnp.int32), jnp.asarray(ge[:, None, :]), jnp.asarray(eps),
-            jnp.asarray(noise_scale, jnp.float32), jnp.asarray(out_lens, jnp.int32), speed=speed, with_aux=with_aux)
+            jnp.asarray(noise_scale, jnp.float32), jnp.asarray(out_lens, jnp.int32), with_aux=with_aux)
         hop = cfg.hop
         wav = np.asarray(res["wav"])
         out = {"wavs": [wav[b, : out_lens[b] * hop].astype(np.float32) for b in range(B)], "ge": ge,
@@ -283,8 +279,7 @@ def _ref_embedding(model, params, spec, lens):
     return model.apply({"params": params}, spec, mask, method=SynthesizerTrn.ref_embedding)
 
 
-def _decode_core(model, params, codes, y_lens, text, text_lens, ge, eps, noise_scale, out_lens, *, speed,
-                 with_aux=False):
+def _decode_core(model, params, codes, y_lens, text, text_lens, ge, eps, noise_scale, out_lens, *, with_aux=False):
     from gsv_jax.models.s2.text_encoder import linear_resize
 
     def run(m):
@@ -293,10 +288,8 @@ def _decode_core(model, params, codes, y_lens, text, text_lens, ge, eps, noise_s
         text_mask = sequence_mask(text_lens, text.shape[1])
         q = m.quantized_from_codes(codes)
         x = m.prior(q, y_mask, text, text_mask, ge)
-        if speed != 1.0:
-            xs = linear_resize(x, y_lens, out_lens, eps.shape[1])
-        else:
-            xs = x
+        # speed: linear resize from y_lens to out_lens frames (the identity, exactly, when they are equal)
+        xs = linear_resize(x, y_lens, out_lens, eps.shape[1])
         mask = sequence_mask(out_lens, eps.shape[1])
         m_p, logs_p = m.prior_stats(xs, mask)
         z_p = m_p + eps * jnp.exp(logs_p) * noise_scale

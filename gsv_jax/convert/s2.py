@@ -86,21 +86,18 @@ def _norm_except0(v):
 
 
 def fold_weight_norm(params):
-    """Replace every ``{weight_g, weight_v}`` pair by ``weight = v * g / ||v||`` (fp32, once)."""
-    import jax.numpy as jnp
+    """Replace every ``{weight_g, weight_v}`` pair by ``weight = v * g / ||v||`` (fp32 numpy, once)."""
 
     def walk(d):
         out = {}
         for k, v in d.items():
             if isinstance(v, dict):
                 out[k] = walk(v)
-        if "weight_g" in d and "weight_v" in d:
-            g, v = jnp.asarray(d["weight_g"], jnp.float32), jnp.asarray(d["weight_v"], jnp.float32)
-            norm = jnp.sqrt(jnp.sum(v * v, axis=tuple(range(1, v.ndim)), keepdims=True))
-            out["weight"] = v * (g / norm)
-        for k, v in d.items():
-            if not isinstance(v, dict) and k not in ("weight_g", "weight_v"):
+            elif k not in ("weight_g", "weight_v"):
                 out[k] = v
+        if "weight_g" in d and "weight_v" in d:
+            v = np.asarray(d["weight_v"], np.float32)
+            out["weight"] = v * (np.asarray(d["weight_g"], np.float32) / _norm_except0(v))
         return out
 
     return walk(params)

@@ -129,33 +129,37 @@ class ConvTranspose1d(nn.Module):
 
 
 def conv_transpose_polyphase(x, w, u: int, p: int):
-    """Transposed conv ``y[o] = sum_{i,kk: o = i*u - p + kk} x[i] @ w[:, :, kk]`` for ``x [B, L, in]``."""
+    """Transposed conv ``y[o] = sum_{i,kk: o = i*u - p + kk} x[i] @ w[:, :, kk]`` for ``x [B, L, in]``.
+
+    One stride-1 convolution with ``u * out`` output channels (one group per output phase
+    ``r = o mod u``) followed by interleaving the phases.
+    """
     B, L, _ = x.shape
     cin, cout, k = w.shape
     out_len = (L - 1) * u - 2 * p + k
     n_q = -(-out_len // u)  # output rows per phase
-    phases = []
+    # o = q*u + r = i*u - p + kk with r + p = shift*u + c  ->  kk = c + u*m and i = q + shift - m
+    entries = []  # (r, input offset i - q, tap kk)
     for r in range(u):
-        # o = q*u + r = i*u - p + kk  with  r + p = shift*u + c  ->  kk = c + u*m,  i = q + shift - m
         c, shift = (r + p) % u, (r + p) // u
-        taps = list(range(c, k, u))
-        if not taps:
-            phases.append(jnp.zeros((B, n_q, cout), x.dtype))
-            continue
-        m_count = len(taps)
-        # y_r[q] = sum_m x[q + shift - m] @ w[:, :, c + u*m]: a correlation with the reversed taps
-        kern = jnp.stack([w[:, :, taps[m_count - 1 - j]] for j in range(m_count)], 0)  # [M, in, out]
-        offset0 = shift - (m_count - 1)  # x index feeding y_r[0] through kern[0]
-        need = n_q + m_count - 1
-        pad_l = max(-offset0, 0)
-        pad_r = max(offset0 + need - L, 0)
-        xp = jnp.pad(x, ((0, 0), (pad_l, pad_r), (0, 0)))
-        start = offset0 + pad_l
-        xp = xp[:, start: start + need]
-        yr = lax.conv_general_dilated(xp, kern, (1,), [(0, 0)], dimension_numbers=("NHC", "HIO", "NHC"))
-        phases.append(yr)
-    y = jnp.stack(phases, axis=2).reshape(B, n_q * u, cout)
-    return y[:, :out_len]
+        for m, kk in enumerate(range(c, k, u)):
+            entries.append((r, shift - m, kk))
+    lo = min(e[1] for e in entries)
+    hi = max(e[1] for e in entries)
+    W = hi - lo + 1
+    kern = jnp.zeros((W, cin, u, cout), w.dtype)
+    for r, off, kk in entries:
+        kern = kern.at[off - lo, :, r, :].set(w[:, :, kk])
+    kern = kern.reshape(W, cin, u * cout)
+    # window for output q covers x[q + lo .. q + hi]
+    need = n_q + W - 1
+    pad_l = max(-lo, 0)
+    pad_r = max(lo + need - L, 0)
+    xp = jnp.pad(x, ((0, 0), (pad_l, pad_r), (0, 0)))
+    start = lo + pad_l
+    xp = xp[:, start: start + need]
+    y = lax.conv_general_dilated(xp, kern, (1,), [(0, 0)], dimension_numbers=("NHC", "HIO", "NHC"))
+    return y.reshape(B, n_q * u, cout)[:, :out_len]
 
 
 class Linear(nn.Module):
