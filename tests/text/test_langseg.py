@@ -15,8 +15,10 @@ import pytest
 from gsv_jax.text import langseg
 from gsv_jax.text.langseg import MODES, split_languages
 
-CASES = json.loads(
-    (pathlib.Path(__file__).parents[1] / "fixtures" / "text_langseg_cases.json").read_text("utf-8"))["cases"]
+_FIXTURE = json.loads(
+    (pathlib.Path(__file__).parents[1] / "fixtures" / "text_langseg_cases.json").read_text("utf-8"))
+CASES = _FIXTURE["cases"]
+RAW_CASES = _FIXTURE["raw_cases"]
 TARGET = 0.95
 
 
@@ -33,6 +35,17 @@ def test_match_rate_against_original():
     print(f"langseg match rate {rate:.3f} on {checked} (text, mode) cases")
     assert rate >= TARGET, f"langseg match rate {rate:.3f} < {TARGET}; first mismatches: {mismatches[:5]}"
     assert {c["mode"] for c in CASES} == set(MODES)
+
+
+def test_get_texts_post_processing_on_given_raw_segments(monkeypatch):
+    """The getTexts rules alone (independent of the language-ID model), quirks included: 250/250."""
+    mismatches = []
+    for case in RAW_CASES:
+        monkeypatch.setattr(langseg, "split_by_lang", lambda text, raw=case["raw"]: [tuple(s) for s in raw])
+        got = [[s["text"], s["lang"]] for s in langseg.get_texts("", case["default_lang"])]
+        if got != case["segments"]:
+            mismatches.append((case["raw"], case["default_lang"], case["segments"], got))
+    assert not mismatches, mismatches[:5]
 
 
 def test_empty_text_raises_clear_error():
