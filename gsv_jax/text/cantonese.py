@@ -52,8 +52,10 @@ def text_normalize(text: str) -> str:
 
 def get_jyutping(text: str) -> list[str]:
     """Normalised text -> list of Jyutping syllables / single marks (one entry per character)."""
-    import ToJyutping
-
+    try:
+        import ToJyutping
+    except ImportError as e:
+        raise ImportError("Cantonese needs ToJyutping: pip install ToJyutping") from e
     out: list[str] = []
     for word, syllable in ToJyutping.get_jyutping_list(text):
         if _MARKS_ONLY.match(word):

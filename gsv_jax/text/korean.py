@@ -42,7 +42,10 @@ def latin_to_hangul(text: str) -> str:
 
 def divide_hangul(text: str) -> str:
     """Syllables -> compatibility jamo, compound vowels split (``jamo.h2j`` + ``j2hcj``)."""
-    from jamo import h2j, j2hcj
+    try:
+        from jamo import h2j, j2hcj
+    except ImportError as e:
+        raise ImportError("Korean needs jamo: pip install jamo") from e
 
     return j2hcj(h2j(text)).translate(_SPLIT_VOWELS)
 

