@@ -317,7 +317,9 @@ def audio_item(entry: Entry, models: Models) -> tuple[dict[str, Any], float]:
 
 
 def semantic_item(name: str, ssl: np.ndarray, models: Models) -> dict[str, Any]:
-    codes = np.asarray(models.extract_latent(np.asarray(ssl, np.float32)[None]))
+    ssl = np.asarray(ssl, np.float32)
+    ssl = ssl[:, : 2 * (ssl.shape[1] // 2)]  # the 25 Hz quantizer ignores an odd last frame anyway
+    codes = np.asarray(models.extract_latent(ssl[None]))
     codes = codes.reshape(-1).astype(np.int32)
     if codes.size == 0:
         raise ItemError("S2 quantizer produced no tokens")
