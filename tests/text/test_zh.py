@@ -1,0 +1,117 @@
+"""Mandarin frontend vs the original's outputs (tests/fixtures/text_zh_cases.json, made by running the
+original frontend as an oracle): exact phones, word2ph and norm_text for v1 and v2 (G2PW off)."""
+import json
+import pathlib
+
+import pytest
+
+from gsv_jax import text
+from gsv_jax.text import chinese, zh_normalization, zh_pinyin
+from gsv_jax.text.data import build_zh_data
+
+FIXTURE = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "text_zh_cases.json"
+CASES = json.loads(FIXTURE.read_text(encoding="utf-8"))["cases"]
+ERRORS = {"AssertionError": AssertionError, "IndexError": IndexError, "KeyError": KeyError}
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_fixture_cases_exact(version):
+    """Every case must match exactly (phones, word2ph, norm_text, or the same exception)."""
+    mismatches = []
+    for case in CASES:
+        want = case[version]
+        if "error" in want:
+            with pytest.raises(ERRORS[want["error"]]):
+                text.clean_text(case["text"], "zh", version=version)
+            continue
+        phones, word2ph, norm = text.clean_text(case["text"], "zh", version=version)
+        got = {"phones": " ".join(phones), "word2ph": word2ph, "norm_text": norm}
+        if got != want:
+            mismatches.append((case["text"], got, want))
+    assert not mismatches, f"{len(mismatches)}/{len(CASES)} differ, first: {mismatches[:3]}"
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_properties_on_every_case(version):
+    table = set(text.get_symbols(version))
+    for case in CASES:
+        if "error" in case[version]:
+            continue
+        phones, word2ph, norm = text.clean_text(case["text"], "zh", version=version)
+        assert sum(word2ph) == len(phones), case["text"]
+        assert all(p in table for p in phones), case["text"]
+        if not any(p in ("SP2", "SP3") for p in phones):
+            assert len(word2ph) == len(norm), case["text"]
+        ids = text.cleaned_text_to_sequence(phones, version=version)
+        assert len(ids) == len(phones) and max(ids, default=0) < len(table)
+
+
+def test_fixture_exercises_the_rules():
+    """The fixture must cover the rule families it is meant to test (guards against a thinned file)."""
+    texts = "".join(c["text"] for c in CASES)
+    for needle in ["年", "%", ":", "/", "℃", "kg", "1", "儿", "一", "不", "￥", "^", "，", "！", "？", "…", "~",
+                   "《", "“", "（", "臺", "Ａ", "😀", "α", "①", "²", "+", "="]:
+        assert needle in texts, needle
+    assert sum("error" in c["v2"] for c in CASES) >= 1
+    assert len(CASES) >= 500
+
+
+@pytest.mark.parametrize("src, want", [
+    ("2024年3月5日", "二零二四年三月五日"),
+    ("下午3:30到4:05", "下午三点半到四点零五分"),
+    ("8:30-12:30", "八点半至十二点半"),
+    ("12.50元", "十二点五零元"),  # trailing zeros keep one zero
+    ("-3°C", "零下三度"),
+    ("3/4", "四分之三"),
+    ("15%", "百分之十五"),
+    ("13812345678", "幺三八幺二三四五六七八"),
+    ("010-12345678", "零幺零减幺二三四五六七八"),  # arithmetic rule runs before the phone rule
+    ("2个", "两个"),
+    ("10000", "幺零零零零"),  # >= 3 digits without a quantifier: digit by digit
+    ("1.2.3", "一点二点三"),
+    ("20~25℃", "二十~二十五度"),  # 至 only when both ends carry a unit
+    ("20℃~25℃", "二十度至二十五度"),
+    ("Apples", "Apple秒"),  # the original replaces unit letters as plain substrings
+])
+def test_normalization_rules(src, want):
+    """Expected strings are the original's outputs."""
+    assert "".join(zh_normalization.normalize(src)) == want
+
+
+def test_cardinals():
+    assert zh_normalization.verbalize_cardinal("10") == "十"
+    assert zh_normalization.verbalize_cardinal("105") == "一百零五"
+    assert zh_normalization.verbalize_cardinal("100000001") == "一亿零一"
+    assert zh_normalization.verbalize_cardinal("000") == "零"
+    assert zh_normalization.num2str(".5") == "零点五"
+    with pytest.raises(ValueError, match="more than one decimal point"):
+        zh_normalization.num2str("1.2.3")
+
+
+def test_text_normalize_punctuation():
+    assert chinese.text_normalize("你好！！！世界？？……") == "你好!世界?"
+    assert chinese.text_normalize("嗯，abc好的") == "恩,好的"
+
+
+def test_v2_erhua_tone_follows_previous_syllable():
+    # (original's outputs) v1 has no erhua; v2 gives the final 儿 the tone of the syllable before it
+    assert text.clean_text("一会儿", "zh", version="v1")[0][-2:] == ["EE", "er5"]
+    assert text.clean_text("一会儿", "zh", version="v2")[0][-2:] == ["EE", "er4"]
+    assert text.clean_text("有点儿", "zh", version="v2")[0][-2:] == ["EE", "er3"]
+
+
+def test_pinyin_table_rules_and_coverage():
+    table = zh_pinyin.pinyin_table()
+    assert len(table) == 429
+    for syl, phones in table.items():  # every row follows the generating rules
+        assert build_zh_data.syllable_to_phones(syl) == phones, syl
+    # every syllable pypinyin can emit is in the table, or one the original cannot read either
+    missing = build_zh_data.pypinyin_syllables() - set(table)
+    assert missing <= set(build_zh_data.NON_OPENCPOP), sorted(missing - set(build_zh_data.NON_OPENCPOP))
+
+
+def test_unknown_syllable_is_a_clear_error():
+    with pytest.raises(AssertionError, match="opencpop"):
+        zh_pinyin.syllable_phones("", "ng2")
+    with pytest.raises(AssertionError, match="tone"):
+        zh_pinyin.syllable_phones("b", "a")
