@@ -7,9 +7,10 @@ snapshot) or where the original uses its name dictionary, which we do not have: 
 KNOWN_DIFFERENCES with the word responsible, and any other mismatch fails.
 
 Threshold: 711/743 = 95.7 % of cases match here.  The hand-written edge cases (numbers, money, units, times,
-acronyms, homographs, possessives, OOV words, punctuation) match at 99 %; the prose sentences from package
-descriptions, dense in the few common words whose CMUdict entry changed in 2015 (module, terminal, solution,
-notice, units, ...), at 92 %.  We assert 95 %: a new mismatch outside the known list fails anyway.
+acronyms, homographs, possessives, OOV words, punctuation, bad input) match at 98.0 % (336/343); the prose
+sentences from package descriptions, dense in the few common words whose CMUdict entry changed in 2015
+(module, terminal, solution, notice, units, ...), at 93.8 % (375/400).  We assert 95 %, just under the
+measured rate: a new mismatch outside the known list fails anyway.
 """
 import json
 import os
