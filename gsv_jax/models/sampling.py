@@ -1,0 +1,261 @@
+"""S1 sampling rules and the on-device decode loop.
+
+Sampling (the original's ``sample`` + ``infer_panel_naive``/``infer_panel_batch_infer`` rules, spec
+s1.md §5.2-5.5), for each row and step ``idx``:
+
+1. EOS ban: for ``idx < 11`` the EOS column is removed (set to -inf: it can be neither sampled nor
+   the argmax).
+2. Repetition penalty on every token already in the sequence, prompt included: a logit ``s``
+   becomes ``s * rp`` if negative else ``s / rp``.  The original does this in place, so the
+   EOS-by-argmax check below sees penalised logits.
+3. ``argmax`` of the penalised logits (for the stop rule).
+4. Top-p (only if ``top_p < 1``): sort descending, drop entries whose cumulative probability is
+   ``> top_p`` except the first.
+5. Temperature ``max(T, 1e-5)``; 6. top-k: logits strictly below the k-th largest -> -inf.
+7. ``token = argmax(softmax / q)`` with ``q ~ Exp(1)`` (exponential race = multinomial draw).
+8. Stop when the argmax or the token is EOS (the token is dropped), or after ``max_new_tokens``.
+
+Decode loop: the batch is prefilled once at bucketed lengths (see ``S1Model.prefill`` for the
+layout), the keys/values go into a preallocated cache ``[B, H, T_cache, hd]`` per layer, and each
+step writes its column with ``dynamic_update_slice``.  Steps run as ``lax.scan`` chunks inside a
+``lax.while_loop`` that stops once every row has ended.  Attention reads only a static window of
+the cache (a power of two); the host moves to the next window (one short host call per window,
+not per token).  Rows end independently; a finished row's outputs are frozen.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gsv_jax.models.s1 import S1Dims, S1Model
+from gsv_jax.nn.positional import TABLE_LEN
+
+EOS_BAN_STEPS = 11  # the original removes the EOS column while idx < 11
+
+
+# ---------------------------------------------------------------------------------------------
+# the sampling rules
+
+def repetition_penalty(logits, seen, rp):
+    """Penalise every token marked in ``seen`` [B, V] (bool): negative * rp, positive / rp."""
+    pen = jnp.where(logits < 0, logits * rp, logits / rp)
+    return jnp.where(seen, pen, logits)
+
+
+def top_p_filter(logits, top_p):
+    """Nucleus filter without the HF right-shift (the entry crossing ``top_p`` is removed too,
+    unless it is the first); applied only when ``top_p < 1``."""
+    order = jnp.argsort(-logits, axis=-1)
+    sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
+    cum = jnp.cumsum(jax.nn.softmax(sorted_logits, axis=-1), axis=-1)
+    remove_sorted = (cum > top_p).at[..., 0].set(False)
+    remove = jnp.zeros_like(remove_sorted).at[jnp.arange(logits.shape[0])[:, None], order].set(remove_sorted)
+    return jnp.where(remove & (top_p < 1.0), -jnp.inf, logits)
+
+
+def top_k_filter(logits, top_k):
+    """Keep logits >= the k-th largest (ties at the pivot kept); ``top_k`` may be a traced int."""
+    k = jnp.clip(top_k, 1, logits.shape[-1])
+    pivot = jnp.take_along_axis(-jnp.sort(-logits, axis=-1), jnp.broadcast_to(k - 1, logits.shape[:-1])[..., None], axis=-1)
+    return jnp.where(logits < pivot, -jnp.inf, logits)
+
+
+def sample(logits, seen, q, step, *, top_k, top_p, temperature, rp, eos: int):
+    """One sampling step for every row.  logits fp32 [B, V]; seen bool [B, V]; q Exp(1) noise [B, V];
+    step: the step index (scalar).  Returns (token [B], argmax of the penalised logits [B])."""
+    logits = jnp.where((jnp.arange(logits.shape[-1]) == eos) & (step < EOS_BAN_STEPS), -jnp.inf, logits)
+    logits = repetition_penalty(logits, seen, rp)
+    greedy = jnp.argmax(logits, axis=-1)
+    logits = top_p_filter(logits, top_p)
+    logits = logits / jnp.maximum(temperature, 1e-5)
+    logits = top_k_filter(logits, top_k)
+    probs = jax.nn.softmax(logits, axis=-1)
+    return jnp.argmax(probs / q, axis=-1).astype(jnp.int32), greedy.astype(jnp.int32)
+
+
+# ---------------------------------------------------------------------------------------------
+# decode state
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class DecodeState:
+    cache: Any  # tuple per layer of (k, v) [B, H, T, hd]
+    valid: jax.Array  # bool [B, T]: real key columns
+    logits: jax.Array  # fp32 [B, V]: logits for the current step
+    seen: jax.Array  # bool [B, V]: tokens already in the sequence (prompt included)
+    out: jax.Array  # int32 [B, T]: new tokens
+    n_out: jax.Array  # int32 [B]
+    done: jax.Array  # bool [B]
+    eos_stop: jax.Array  # bool [B]
+    step: jax.Array  # int32 scalar
+    step_logits: Any  # fp32 [B, T, V] when recording, else None
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeResult:
+    tokens: list  # per row: int32 new tokens (EOS removed)
+    eos_stop: np.ndarray  # bool [B]: ended on EOS (else on max_new_tokens)
+    step_logits: np.ndarray | None  # fp32 [B, steps, V] raw head output per step (if recorded)
+    timings: dict
+
+
+def _round_up(n: int, m: int) -> int:
+    return max(m, -(-n // m) * m)
+
+
+def _pow2_at_least(n: int, lo: int) -> int:
+    return max(lo, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
+
+
+class S1Decoder:
+    """Jitted prefill + chunked decode loop for one S1 architecture.
+
+    Static shapes: phonemes are padded to a multiple of ``x_bucket``, prompts to a multiple of
+    ``p_bucket``, the cache to a power of two >= prefill + max_new_tokens; the decode function
+    depends only on (batch, cache length, attention window), so steady-state calls with lengths
+    inside the buckets never recompile (``trace_counts`` counts traces = compilations).
+    """
+
+    def __init__(self, dims: S1Dims, *, chunk: int = 16, x_bucket: int = 32, p_bucket: int = 32,
+                 min_window: int = 256, max_cache: int = 8192):
+        if x_bucket % chunk or p_bucket % chunk or min_window % chunk:
+            raise ValueError("x_bucket, p_bucket and min_window must be multiples of chunk")
+        self.dims = dims
+        self.chunk, self.x_bucket, self.p_bucket = chunk, x_bucket, p_bucket
+        self.min_window, self.max_cache = min_window, max_cache
+        self.trace_counts: collections.Counter = collections.Counter()
+        self._prefill = jax.jit(self._prefill_impl, static_argnames=("cache_len", "record"))
+        self._decode = jax.jit(self._decode_impl, static_argnames=("window", "record"), donate_argnums=(1,))
+
+    def _model(self, cache_len: int) -> S1Model:
+        return S1Model(self.dims, table_len=max(TABLE_LEN, cache_len))
+
+    # -- jitted pieces -----------------------------------------------------------------------------
+    def _prefill_impl(self, params, x, x_lens, bert, prompt, prompt_lens, *, cache_len: int, record: bool):
+        self.trace_counts["prefill"] += 1
+        model = self._model(cache_len)
+        logits, kv, valid = model.apply({"params": params}, x, x_lens, bert, prompt, prompt_lens, method=S1Model.prefill)
+        b, s = valid.shape
+        pad = cache_len - s
+        cache = tuple((jnp.pad(k, ((0, 0), (0, 0), (0, pad), (0, 0))), jnp.pad(v, ((0, 0), (0, 0), (0, pad), (0, 0))))
+                      for k, v in kv)
+        v_size = self.dims.vocab_size
+        p_valid = jnp.arange(prompt.shape[1])[None, :] < prompt_lens[:, None]
+        seen = jnp.zeros((b, v_size), bool).at[jnp.arange(b)[:, None], jnp.where(p_valid, prompt, v_size)].set(
+            True, mode="drop")
+        return DecodeState(
+            cache=cache, valid=jnp.pad(valid, ((0, 0), (0, pad))), logits=logits, seen=seen,
+            out=jnp.zeros((b, cache_len), jnp.int32), n_out=jnp.zeros((b,), jnp.int32),
+            done=jnp.zeros((b,), bool), eos_stop=jnp.zeros((b,), bool), step=jnp.zeros((), jnp.int32),
+            step_logits=jnp.zeros((b, cache_len, v_size), jnp.float32) if record else None)
+
+    def _decode_impl(self, params, state: DecodeState, keys, prompt_lens, s_pad, max_new, stop, top_k, top_p,
+                     temperature, rp, *, window: int, record: bool):
+        """Run steps until every row is done or ``step`` reaches ``stop`` (a multiple of chunk)."""
+        self.trace_counts["decode"] += 1
+        cache_len = state.valid.shape[1]
+        model = self._model(cache_len)
+        eos, v_size = self.dims.eos, self.dims.vocab_size
+        rows = jnp.arange(state.valid.shape[0])
+
+        def one_step(st: DecodeState, _):
+            idx = st.step
+            q = jax.vmap(lambda k: jax.random.exponential(jax.random.fold_in(k, idx), (v_size,)))(keys)
+            tok, greedy = sample(st.logits, st.seen, q, idx, top_k=top_k, top_p=top_p, temperature=temperature,
+                                 rp=rp, eos=eos)
+            active = ~st.done
+            hit_eos = (tok == eos) | (greedy == eos)
+            emit = active & ~hit_eos
+            out = st.out.at[:, idx].set(jnp.where(emit, tok, st.out[:, idx]), mode="drop")
+            seen = st.seen.at[rows, tok].set(st.seen[rows, tok] | emit)
+            n_out = st.n_out + emit.astype(jnp.int32)
+            done = st.done | (active & (hit_eos | (n_out >= max_new)))
+            eos_stop = st.eos_stop | (active & hit_eos)
+            step_logits = st.step_logits
+            if record:
+                step_logits = step_logits.at[:, idx].set(st.logits, mode="drop")
+            write = s_pad + idx
+            valid = jax.lax.dynamic_update_slice(st.valid, jnp.ones((st.valid.shape[0], 1), bool), (0, write))
+            logits, cache = model.apply({"params": params}, tok, prompt_lens + idx, st.cache, write,
+                                        valid[:, :window], window, method=S1Model.decode_step)
+            return DecodeState(cache=tuple(cache), valid=valid, logits=logits, seen=seen, out=out, n_out=n_out,
+                               done=done, eos_stop=eos_stop, step=idx + 1, step_logits=step_logits), None
+
+        def chunk(st):
+            st, _ = jax.lax.scan(one_step, st, None, length=self.chunk)
+            return st
+
+        def cond(st):
+            return (st.step < stop) & ~jnp.all(st.done)
+
+        return jax.lax.while_loop(cond, chunk, state)
+
+    # -- host driver ---------------------------------------------------------------------------------
+    def plan(self, tx: int, p: int, max_new_tokens: int):
+        """(Tx_pad, P_pad, cache_len) for these lengths; raises if they do not fit the cache."""
+        tx_pad = _round_up(tx, self.x_bucket)
+        p_pad = _round_up(p, self.p_bucket) if p else 0
+        need = tx_pad + p_pad + _round_up(max_new_tokens, self.chunk)
+        if need > self.max_cache or p + max_new_tokens > self.max_cache:
+            raise ValueError(
+                f"prompt ({p} tokens) + phonemes ({tx}) + max_new_tokens ({max_new_tokens}) need {need} cache "
+                f"positions, more than the KV cache holds ({self.max_cache}); shorten the prompt or the text, "
+                "or lower max_new_tokens")
+        return tx_pad, p_pad, _pow2_at_least(need, self.min_window)
+
+    def generate(self, params, x, x_lens, bert, prompt, prompt_lens, *, top_k=15, top_p=1.0, temperature=1.0,
+                 repetition_penalty=1.35, max_new_tokens=1500, seeds=0, record_logits=False) -> DecodeResult:
+        """Decode a batch.  x int [B, Tx] / bert [B, 1024, Tx] right-padded with per-row ``x_lens``;
+        prompt int [B, P] right-padded with ``prompt_lens`` (P = 0 or lens 0: reference-free)."""
+        import time
+
+        x = np.asarray(x)
+        b, tx = x.shape
+        prompt = np.zeros((b, 0), np.int32) if prompt is None else np.asarray(prompt)
+        x_lens, prompt_lens = np.asarray(x_lens, np.int32), np.asarray(prompt_lens, np.int32)
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1 (got {max_new_tokens})")
+        if not isinstance(top_k, (int, np.integer)) or top_k < 1:
+            raise ValueError(f"top_k must be a positive int (got {top_k!r})")
+        tx_pad, p_pad, cache_len = self.plan(int(x_lens.max()), int(prompt_lens.max(initial=0)), max_new_tokens)
+        xp = np.zeros((b, tx_pad), np.int32)
+        xp[:, :tx] = x[:, :tx_pad]
+        bp = np.zeros((b, bert.shape[1], tx_pad), np.float32)
+        bp[:, :, :tx] = np.asarray(bert, np.float32)[:, :, :tx_pad]
+        pp = np.zeros((b, p_pad), np.int32)
+        pp[:, : prompt.shape[1]] = prompt[:, :p_pad]
+        seeds = np.broadcast_to(np.asarray(seeds, np.uint32), (b,))
+        keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds))
+        t0 = time.perf_counter()
+        state = self._prefill(params, xp, x_lens, bp, pp, prompt_lens, cache_len=cache_len, record=record_logits)
+        jax.block_until_ready(state.logits)
+        t_prefill = time.perf_counter() - t0
+        s_pad = tx_pad + p_pad
+        scalars = [jnp.asarray(v, dt) for v, dt in ((top_k, jnp.int32), (top_p, jnp.float32),
+                                                    (temperature, jnp.float32), (repetition_penalty, jnp.float32))]
+        t0 = time.perf_counter()
+        step, window = 0, _pow2_at_least(s_pad + 1, self.min_window)
+        while True:
+            window = min(max(window, _pow2_at_least(s_pad + step + 1, self.min_window)), cache_len)
+            stop = min(window - s_pad, _round_up(max_new_tokens, self.chunk))
+            state = self._decode(params, state, keys, jnp.asarray(prompt_lens), jnp.int32(s_pad),
+                                 jnp.int32(max_new_tokens), jnp.int32(stop), *scalars, window=window,
+                                 record=record_logits)
+            step, all_done = int(state.step), bool(jnp.all(state.done))
+            if all_done or step >= max_new_tokens:
+                break
+        t_decode = time.perf_counter() - t0
+        out, n_out = np.asarray(state.out), np.asarray(state.n_out)
+        rows = [out[i, : n_out[i]].copy() for i in range(b)]
+        logits = None
+        if record_logits:
+            logits = np.asarray(state.step_logits[:, :step])
+        return DecodeResult(rows, np.asarray(state.eos_stop), logits,
+                            {"prefill_s": t_prefill, "decode_s": t_decode, "steps": step})
