@@ -32,12 +32,18 @@ def _pypinyin():
     return pypinyin
 
 
-def initials(word: str) -> list[str]:
-    """pypinyin strict initials, one item per Han character (non-Han runs are one item, kept as is)."""
+@functools.lru_cache(maxsize=1 << 16)
+def _lazy_pinyin(word: str, style: str) -> tuple[str, ...]:
     p = _pypinyin()
-    return p.lazy_pinyin(word, neutral_tone_with_five=True, style=p.Style.INITIALS)
+    return tuple(p.lazy_pinyin(word, neutral_tone_with_five=True, style=getattr(p.Style, style)))
+
+
+def initials(word: str) -> list[str]:
+    """pypinyin strict initials, one item per Han character (non-Han runs are one item, kept as is).
+    A fresh list each call (the sandhi rules edit it in place)."""
+    return list(_lazy_pinyin(word, "INITIALS"))
 
 
 def finals_tone3(word: str) -> list[str]:
-    p = _pypinyin()
-    return p.lazy_pinyin(word, neutral_tone_with_five=True, style=p.Style.FINALS_TONE3)
+    """pypinyin strict tone3 finals, neutral tone written 5."""
+    return list(_lazy_pinyin(word, "FINALS_TONE3"))
