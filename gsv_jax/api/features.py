@@ -13,7 +13,6 @@ row's result.
 """
 from __future__ import annotations
 
-import functools
 import math
 from typing import List, Optional, Sequence
 
@@ -30,10 +29,11 @@ BERT_DIM = 1024
 
 
 def _ladder(n: int, unit: int) -> int:
-    """Smallest ``unit · m >= n`` with m in 1..8, then 4 steps per octave (10, 12, 14, 16, 20, ...)."""
+    """Smallest ``unit · m >= n`` with m in 1..16, then 8 steps per octave (18, 20, ..., 32, 36,
+    ...): at most 1/8 padding, about 8 shapes per doubling of the length."""
     m = max(1, math.ceil(n / unit))
-    if m > 8:
-        step = 2 ** (m.bit_length() - 3)  # quarter of the octave's base
+    if m > 16:
+        step = 2 ** (m.bit_length() - 4)  # an eighth of the octave's base
         m = math.ceil(m / step) * step
     return unit * m
 
@@ -140,7 +140,7 @@ class HubertFeatures:
     """chinese-hubert-base on raw 16 kHz audio (no feature-extractor normalisation, as the
     original feeds it). ``hubert(wav16k)`` -> ``[B, hidden, T]`` at 50 Hz."""
 
-    SAMPLE_UNIT = 3200  # 0.2 s; lengths are padded to this unit times a short ladder
+    SAMPLE_UNIT = 3200  # 0.2 s; sample counts are padded to this unit times a ladder (<= 1/8 extra)
 
     def __init__(self, cfg, params):
         self.cfg, self.params = cfg, params

@@ -1,0 +1,145 @@
+"""Benchmark the feature extractors against transformers' PyTorch models on this machine.
+
+BERT phone features for a 60-character Mandarin sentence and HuBERT features for 10 s of audio,
+full-size configs (chinese-roberta-wwm-ext-large, chinese-hubert-base) with random weights, fp32.
+Prints one JSON object: steady-state seconds per call (median), the speed-up over PyTorch, and
+the one-off compile time separately. Needs torch (test extra) for the comparison.
+
+    python bench/features.py [--repeats 5] [--only bert|hubert]
+"""
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+SENTENCE = (
+    "今天天气很好，我们一起去公园散步吧。春天来了，花儿都开了，小鸟在树上唱歌，"
+    "孩子们在草地上奔跑，大家都很开心，真是太好了！"
+)
+
+
+def timed(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_bert(repeats):
+    import torch
+    import transformers
+
+    from gsv_jax.api.features import BertFeatures
+    from gsv_jax.convert import hf
+    from gsv_jax.models import bert as bert_lib
+
+    assert len(SENTENCE) == 60
+    word2ph = [1 if ch in "，。！" else 2 for ch in SENTENCE]
+    torch.manual_seed(0)
+    model = transformers.BertForMaskedLM(transformers.BertConfig(**bert_lib.LARGE)).eval()
+    with tempfile.TemporaryDirectory() as d:  # a vocab with every character of the sentence
+        chars = sorted(set(SENTENCE))
+        vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars
+        pathlib.Path(d, "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+        tokenizer = transformers.BertTokenizerFast(vocab=str(pathlib.Path(d, "vocab.txt")))
+
+    def torch_features():
+        inputs = tokenizer(SENTENCE, return_tensors="pt")
+        with torch.inference_mode():
+            res = model(**inputs, output_hidden_states=True)
+            res = torch.cat(res["hidden_states"][-3:-2], -1)[0][1:-1]
+            return torch.cat([res[i].repeat(word2ph[i], 1) for i in range(len(word2ph))], 0).T.numpy()
+
+    want = torch_features()
+    t_torch = timed(torch_features, repeats)
+
+    cfg = bert_lib.bert_config()
+    params = hf.bert_params({k: v.numpy() for k, v in model.state_dict().items()}, cfg)
+    del model
+    bert = BertFeatures(cfg, params, tokenizer)
+    t0 = time.perf_counter()
+    got = bert.phone_features(SENTENCE, word2ph)
+    t_first = time.perf_counter() - t0
+    t_jax = timed(lambda: bert.phone_features(SENTENCE, word2ph), repeats)
+    return {
+        "what": "BERT phone features, 60 characters (62 tokens, bucket 64), chinese-roberta-wwm-ext-large geometry",
+        "phones": int(got.shape[1]),
+        "torch_s": round(t_torch, 4),
+        "jax_s": round(t_jax, 4),
+        "speedup": round(t_torch / t_jax, 2),
+        "jax_compile_s": round(t_first - t_jax, 2),
+        "max_rel_err_vs_torch": float(np.abs(got - want).max() / np.abs(want).max()),
+    }
+
+
+def bench_hubert(repeats):
+    import torch
+    import transformers
+
+    from gsv_jax.api.features import HubertFeatures
+    from gsv_jax.convert import hf
+    from gsv_jax.models import hubert as hubert_lib
+
+    torch.manual_seed(0)
+    model = transformers.HubertModel(transformers.HubertConfig()).eval()  # HuBERT-base geometry
+    rng = np.random.default_rng(0)
+    wav = (0.1 * rng.standard_normal(160000)).astype(np.float32)
+
+    def torch_features():
+        with torch.inference_mode():
+            return model(torch.from_numpy(wav)[None])["last_hidden_state"].transpose(1, 2).numpy()
+
+    want = torch_features()
+    t_torch = timed(torch_features, repeats)
+
+    cfg = hubert_lib.hubert_config()
+    params = hf.hubert_params({k: v.numpy() for k, v in model.state_dict().items()}, cfg)
+    del model
+    hubert = HubertFeatures(cfg, params)
+    t0 = time.perf_counter()
+    got = np.asarray(hubert(wav))
+    t_first = time.perf_counter() - t0
+    t_jax = timed(lambda: hubert(wav).block_until_ready(), repeats)
+    return {
+        "what": "HuBERT features, 10 s at 16 kHz (bucket 10.4 s), chinese-hubert-base geometry",
+        "frames": int(got.shape[-1]),
+        "torch_s": round(t_torch, 4),
+        "jax_s": round(t_jax, 4),
+        "speedup": round(t_torch / t_jax, 2),
+        "jax_compile_s": round(t_first - t_jax, 2),
+        "max_rel_err_vs_torch": float(np.abs(got - want).max() / np.abs(want).max()),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--only", choices=["bert", "hubert"])
+    args = ap.parse_args()
+    import jax
+    import torch
+
+    out = {
+        "machine": {"cpus": os.cpu_count(), "jax_backend": jax.default_backend(),
+                    "torch_threads": torch.get_num_threads(), "load_avg_1min": round(os.getloadavg()[0], 2)},
+        "dtype": "float32",
+    }
+    if args.only in (None, "bert"):
+        out["bert"] = bench_bert(args.repeats)
+    if args.only in (None, "hubert"):
+        out["hubert"] = bench_hubert(args.repeats)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
