@@ -51,13 +51,17 @@ def repetition_penalty(logits, seen, rp):
 
 def top_p_filter(logits, top_p):
     """Nucleus filter without the HF right-shift (the entry crossing ``top_p`` is removed too,
-    unless it is the first); applied only when ``top_p < 1``."""
-    order = jnp.argsort(-logits, axis=-1)
-    sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
-    cum = jnp.cumsum(jax.nn.softmax(sorted_logits, axis=-1), axis=-1)
-    remove_sorted = (cum > top_p).at[..., 0].set(False)
-    remove = jnp.zeros_like(remove_sorted).at[jnp.arange(logits.shape[0])[:, None], order].set(remove_sorted)
-    return jnp.where(remove & (top_p < 1.0), -jnp.inf, logits)
+    unless it is the first); skipped (``lax.cond``) when ``top_p >= 1``.  The kept set is a prefix
+    of the descending order, so it is applied as a threshold on the last kept value."""
+
+    def nucleus(lg):
+        sorted_logits = -jnp.sort(-lg, axis=-1)
+        cum = jnp.cumsum(jax.nn.softmax(sorted_logits, axis=-1), axis=-1)
+        n_keep = 1 + jnp.sum(cum[..., 1:] <= top_p, axis=-1, keepdims=True)
+        pivot = jnp.take_along_axis(sorted_logits, n_keep - 1, axis=-1)
+        return jnp.where(lg < pivot, -jnp.inf, lg)
+
+    return jax.lax.cond(top_p < 1.0, nucleus, lambda lg: lg, logits)
 
 
 def top_k_filter(logits, top_k):
