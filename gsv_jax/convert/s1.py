@@ -22,15 +22,15 @@ PREFIX = "model."
 PHONEME_VOCAB_TO_VERSION = {512: "v1", 732: "v2"}
 
 # top-level (non-layer) keys: torch name -> (flax path, kind)
-_TOP = {
-    "ar_text_embedding.word_embeddings.weight": (("text_embedding", "embedding"), "copy"),
+_TOP = {  # in the original's state-dict order (layers go before the predict layer)
     "bert_proj.weight": (("bert_proj", "kernel"), "linear"),
     "bert_proj.bias": (("bert_proj", "bias"), "copy"),
+    "ar_text_embedding.word_embeddings.weight": (("text_embedding", "embedding"), "copy"),
     "ar_text_position.alpha": (("text_position", "alpha"), "copy"),
     "ar_audio_embedding.word_embeddings.weight": (("audio_embedding", "embedding"), "copy"),
     "ar_audio_position.alpha": (("audio_position", "alpha"), "copy"),
-    "ar_predict_layer.weight": (("predict", "kernel"), "linear"),
 }
+_HEAD = {"ar_predict_layer.weight": (("predict", "kernel"), "linear")}
 _LAYER = {
     "self_attn.in_proj_weight": (("attn", "qkv_kernel"), "qkv_kernel"),
     "self_attn.in_proj_bias": (("attn", "qkv_bias"), "qkv_bias"),
@@ -53,6 +53,7 @@ def key_map(dims: S1Dims) -> dict[str, tuple[tuple[str, ...], str]]:
     for i in range(dims.n_layer):
         for k, (path, kind) in _LAYER.items():
             out[f"{PREFIX}h.layers.{i}.{k}"] = ((f"layers_{i}",) + path, kind)
+    out.update({PREFIX + k: v for k, v in _HEAD.items()})
     return out
 
 
