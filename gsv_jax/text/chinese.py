@@ -2,8 +2,8 @@
 
 * v1 (original ``chinese.py``): jieba words -> pypinyin initials/finals -> tone sandhi -> opencpop phones.
 * v2 (original ``chinese2.py``): the same plus erhua; pinyin comes from G2PW when a G2PW model folder is
-  configured (``set_g2pw_model(path)`` or env ``GSV_G2PW_MODEL_DIR``), otherwise from pypinyin, which is
-  what the original does with G2PW switched off.
+  configured (``set_g2pw_model(...)`` or env ``GSV_G2PW_MODEL_DIR``; see ``zh_g2pw``), otherwise from
+  pypinyin, which is what the original does with G2PW switched off.
 
 Every Han character gives 2 phones and every punctuation mark 1; ``word2ph`` has one entry per
 character of the normalised text.
@@ -59,18 +59,36 @@ def merge_erhua(initials: list[str], finals: list[str], word: str, pos: str):
 
 
 # -------------------------------------------------------------------------------------------------- g2p
-_G2PW_DIR = None
+_G2PW = None
 
 
-def set_g2pw_model(model_dir: str | None) -> None:
-    """Use the G2PW polyphone model in ``model_dir`` for v2 (None: pypinyin, as the original with G2PW
-    off). The folder is the original's ``G2PWModel`` (onnx + json/txt tables)."""
-    global _G2PW_DIR
-    _G2PW_DIR = model_dir
+def set_g2pw_model(model_dir: str | None, bert_dir: str | None = None, polyphonic=None) -> None:
+    """Use the G2PW polyphone model in ``model_dir`` for v2 (``None``: pypinyin, as the original with
+    G2PW off). ``bert_dir``: the chinese-roberta-wwm-ext-large folder (its tokenizer); ``polyphonic``:
+    the original's override dictionary files, optional. See ``zh_g2pw``. Env alternative:
+    ``GSV_G2PW_MODEL_DIR``, ``GSV_G2PW_BERT_DIR``, ``GSV_G2PW_POLYPHONIC`` (paths joined by ``os.pathsep``)."""
+    global _G2PW
+    if model_dir is None:
+        _G2PW = None
+        return
+    if not bert_dir:
+        raise ValueError("set_g2pw_model needs bert_dir= (the chinese-roberta-wwm-ext-large folder) for the "
+                         "G2PW tokenizer")
+    _G2PW = {"model_dir": model_dir, "bert_dir": bert_dir, "polyphonic": list(polyphonic or ())}
 
 
-def _g2pw_dir() -> str | None:
-    return _G2PW_DIR or os.environ.get("GSV_G2PW_MODEL_DIR") or None
+def _g2pw_settings() -> dict | None:
+    if _G2PW is not None:
+        return _G2PW
+    model_dir = os.environ.get("GSV_G2PW_MODEL_DIR")
+    if not model_dir:
+        return None
+    bert_dir = os.environ.get("GSV_G2PW_BERT_DIR")
+    if not bert_dir:
+        raise ValueError("GSV_G2PW_MODEL_DIR is set but GSV_G2PW_BERT_DIR (the chinese-roberta-wwm-ext-large "
+                         "folder, for the G2PW tokenizer) is not")
+    poly = [p for p in os.environ.get("GSV_G2PW_POLYPHONIC", "").split(os.pathsep) if p]
+    return {"model_dir": model_dir, "bert_dir": bert_dir, "polyphonic": poly}
 
 
 def split_segments(norm_text: str) -> list[str]:
@@ -86,11 +104,12 @@ def g2p(norm_text: str, version: str | None = "v2") -> tuple[list[str], list[int
     """Normalised text -> (phones, word2ph)."""
     v2 = version != "v1"
     segments = [re.sub("[a-zA-Z]+", "", s) for s in split_segments(norm_text)]
-    g2pw_pinyins = None
-    if v2 and _g2pw_dir():
+    g2pw_pinyins, settings = None, _g2pw_settings() if v2 else None
+    if settings:
         from . import zh_g2pw
 
-        g2pw_pinyins = iter(zh_g2pw.predict(_g2pw_dir(), [s for s in segments if s]))
+        batch = [s for s in segments if s]
+        g2pw_pinyins = iter(zh_g2pw.predict(settings, batch) if batch else [])
     phones, word2ph = [], []
     for seg in segments:
         words = zh_tone_sandhi.pre_merge_for_modify(zh_jieba.posseg(seg))
@@ -105,7 +124,7 @@ def g2p(norm_text: str, version: str | None = "v2") -> tuple[list[str], list[int
             else:
                 from . import zh_g2pw
 
-                ini, fin = zh_g2pw.word_initials_finals(word, seg_pinyins[start:offset])
+                ini, fin = zh_g2pw.word_initials_finals(settings, word, seg_pinyins[start:offset])
             fin = zh_tone_sandhi.modified_tone(word, pos, fin)
             if v2:
                 ini, fin = merge_erhua(ini, fin, word, pos)

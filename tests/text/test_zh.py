@@ -115,3 +115,57 @@ def test_unknown_syllable_is_a_clear_error():
         zh_pinyin.syllable_phones("", "ng2")
     with pytest.raises(AssertionError, match="tone"):
         zh_pinyin.syllable_phones("b", "a")
+
+
+# ------------------------------------------------------------------------------------------------ G2PW
+G2PW_FIXTURE = FIXTURE.parent / "text_zh_g2pw_cases.json"
+G2PW_TINY = FIXTURE.parent / "g2pw_tiny"
+
+
+@pytest.fixture
+def tiny_g2pw():
+    pytest.importorskip("onnxruntime", reason="G2PW is optional: pip install 'gsv-jax[g2pw]'")
+    pytest.importorskip("opencc", reason="G2PW is optional: pip install 'gsv-jax[g2pw]'")
+    chinese.set_g2pw_model(str(G2PW_TINY / "model"), bert_dir=str(G2PW_TINY / "bert"),
+                           polyphonic=[str(G2PW_TINY / "polyphonic.rep"), str(G2PW_TINY / "polyphonic-fix.rep")])
+    yield
+    chinese.set_g2pw_model(None)
+
+
+def test_g2pw_path_matches_original_with_same_model(tiny_g2pw):
+    """v2 with G2PW on, with a made-up tiny model folder given to both the original (oracle) and us."""
+    cases = json.loads(G2PW_FIXTURE.read_text(encoding="utf-8"))["cases"]
+    mismatches = []
+    for case in cases:
+        want = case["v2"]
+        if "error" in want:
+            with pytest.raises(ERRORS[want["error"]]):
+                text.clean_text(case["text"], "zh", version="v2")
+            continue
+        phones, word2ph, norm = text.clean_text(case["text"], "zh", version="v2")
+        got = {"phones": " ".join(phones), "word2ph": word2ph, "norm_text": norm}
+        if got != want:
+            mismatches.append((case["text"], got, want))
+    assert not mismatches, f"{len(mismatches)}/{len(cases)} differ, first: {mismatches[:3]}"
+    # the model is really used: these readings come from it / the override files, not from pypinyin
+    assert text.clean_text("银行行长还是很快乐的。", "zh")[0][:8] == ["y", "in2", "h", "ang2", "h", "ang5", "zh", "ang3"]
+
+
+def test_g2pw_off_by_default_and_v1_ignores_it(tiny_g2pw):
+    v1 = text.clean_text("我们还要还钱", "zh", version="v1")
+    chinese.set_g2pw_model(None)
+    assert text.clean_text("我们还要还钱", "zh", version="v1") == v1
+    assert text.clean_text("我们还要还钱", "zh", version="v2")[0][4:6] == ["h", "ai2"]  # pypinyin's reading
+
+
+def test_g2pw_bad_folder_is_a_clear_error(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("opencc")
+    chinese.set_g2pw_model(str(tmp_path / "nope"), bert_dir=str(G2PW_TINY / "bert"))
+    try:
+        with pytest.raises(FileNotFoundError, match="never downloaded"):
+            text.clean_text("你好", "zh", version="v2")
+    finally:
+        chinese.set_g2pw_model(None)
+    with pytest.raises(ValueError, match="bert_dir"):
+        chinese.set_g2pw_model(str(tmp_path))
