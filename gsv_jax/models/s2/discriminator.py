@@ -1,0 +1,169 @@
+"""SoVITS v1/v2 discriminator ``MultiPeriodDiscriminator(use_spectral_norm=False)`` (spec s2.md §5.4).
+
+``discriminators_0`` is the waveform discriminator (``DiscriminatorS``), ``discriminators_1..5`` are
+period discriminators for periods 2, 3, 5, 7, 11. Every conv is weight-normed; parameters keep the
+PyTorch names and shapes (``weight_v [out, in, k]`` / ``[out, in, k, 1]``, ``weight_g``, ``bias``), so
+``discriminators.3.convs.0.weight_v`` <-> ``discriminators_3/convs_0/weight_v``.
+
+Waveforms are ``[B, N]``. Each discriminator returns ``(logits [B, n], feature maps)``; logits are
+flattened in PyTorch order (channel, time, period) so they compare element-wise with the original.
+Feature maps are channels-last (their order only matters through ``mean |fmap_r - fmap_g|``).
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from gsv_jax.models.s2.modules import LRELU_SLOPE, Conv1d, _part, _weight, torch_uniform_init
+
+PERIODS = {"v1": (2, 3, 5, 7, 11), "v2": (2, 3, 5, 7, 11)}
+
+# DiscriminatorS: (in, out, kernel, stride, groups, padding)
+_S_LAYERS = ((1, 16, 15, 1, 1, 7), (16, 64, 41, 4, 4, 20), (64, 256, 41, 4, 16, 20),
+             (256, 1024, 41, 4, 64, 20), (1024, 1024, 41, 4, 256, 20), (1024, 1024, 5, 1, 1, 2))
+_P_CHANNELS = (1, 32, 128, 512, 1024, 1024)
+
+
+class DiscriminatorS(nn.Module):
+    @nn.compact
+    def __call__(self, y):
+        x = y[:, :, None]  # [B, N, 1]
+        fmaps = []
+        for i, (cin, cout, k, s, g, p) in enumerate(_S_LAYERS):
+            x = Conv1d(cin, cout, k, stride=s, groups=g, padding=p, weight_norm=True, name=f"convs_{i}")(x)
+            x = nn.leaky_relu(x, LRELU_SLOPE)
+            x = nn.with_logical_constraint(x, ("batch", "length", None))
+            fmaps.append(x)
+        x = Conv1d(1024, 1, 3, padding=1, weight_norm=True, name="conv_post")(x)
+        fmaps.append(x)
+        return x.reshape(x.shape[0], -1), fmaps
+
+
+class PeriodConv(nn.Module):
+    """``Conv2d(in, out, (k, 1), (stride, 1), padding=(pad, 0))`` with weight norm, applied to
+    ``[B * period, H, in]`` (the period axis folded into the batch): a 1-D conv along ``H``."""
+
+    in_channels: int
+    out_channels: int
+    kernel_size: int
+    stride: int
+    padding: int
+
+    @nn.compact
+    def __call__(self, x):
+        fan_in = self.in_channels * self.kernel_size
+        w = _weight(self, (self.out_channels, self.in_channels, self.kernel_size, 1), torch_uniform_init(fan_in),
+                    True, ("conv_out", "conv_in", None, None))
+        y = lax.conv_general_dilated(x, jnp.transpose(w[..., 0], (2, 1, 0)).astype(x.dtype), (self.stride,),
+                                     [(self.padding, self.padding)], dimension_numbers=("NHC", "HIO", "NHC"))
+        b = self.param("bias", _part(torch_uniform_init(fan_in), ("conv_out",)), (self.out_channels,))
+        return y + b.astype(y.dtype)
+
+
+class DiscriminatorP(nn.Module):
+    period: int
+
+    @nn.compact
+    def __call__(self, y):
+        B, n = y.shape
+        p = self.period
+        if n % p:
+            y = jnp.pad(y, ((0, 0), (0, p - n % p)), mode="reflect")
+        h = y.shape[1] // p
+        # torch: view [B, 1, h, p]; a (k, 1) kernel convolves along h for each of the p columns
+        x = y.reshape(B, h, p).transpose(0, 2, 1).reshape(B * p, h, 1)
+        fmaps = []
+        for i in range(5):
+            x = PeriodConv(_P_CHANNELS[i], _P_CHANNELS[i + 1], 5, 3 if i < 4 else 1, 2, name=f"convs_{i}")(x)
+            x = nn.leaky_relu(x, LRELU_SLOPE)
+            x = nn.with_logical_constraint(x, ("batch", "length", None))
+            fmaps.append(x)
+        x = PeriodConv(1024, 1, 3, 1, 1, name="conv_post")(x)
+        fmaps.append(x)
+        logits = x.reshape(B, p, -1).transpose(0, 2, 1).reshape(B, -1)  # torch order: (h, p)
+        return logits, fmaps
+
+
+class MultiPeriodDiscriminator(nn.Module):
+    version: str = "v2"
+
+    @nn.compact
+    def __call__(self, y):
+        """``y [B, N]`` -> ``(logits, fmaps)``: lists over the 6 discriminators."""
+        if self.version not in PERIODS:
+            raise ValueError(f"discriminator version {self.version!r}: v1 and v2 are supported")
+        outs = [DiscriminatorS(name="discriminators_0")(y)]
+        for i, p in enumerate(PERIODS[self.version]):
+            outs.append(DiscriminatorP(p, name=f"discriminators_{i + 1}")(y))
+        return [o[0] for o in outs], [o[1] for o in outs]
+
+
+def init_discriminator(rng, version: str = "v2", n: int = 4096):
+    """Boxed parameters of a fresh discriminator (PyTorch default init)."""
+    return MultiPeriodDiscriminator(version).init(rng, jnp.zeros((1, n), jnp.float32))["params"]
+
+
+def discriminator_state_dict_to_params(sd: dict, version: str = "v2", where: str = "discriminator") -> dict:
+    """Original D state dict (numpy, ``weight_g/weight_v``) -> our parameter tree (fp32 numpy).
+
+    Missing / unexpected keys and shape mismatches raise with a list.
+    """
+    import numpy as np
+
+    from gsv_jax.convert.s2 import _canonical_wn_keys, _flatten, _unflatten
+    from gsv_jax.convert.torch_io import CheckpointError
+
+    sd = _canonical_wn_keys(dict(sd))
+    template = nn.meta.unbox(jax.eval_shape(lambda: init_discriminator(jax.random.PRNGKey(0), version)))
+    out, missing, bad = {}, [], []
+    for path, leaf in _flatten(template).items():
+        key = _torch_key(path)
+        if key not in sd:
+            missing.append(key)
+            continue
+        v = np.asarray(sd[key], np.float32)
+        if v.shape != tuple(leaf.shape):
+            bad.append(f"{key}: file {v.shape} vs model {tuple(leaf.shape)}")
+        out[path] = v
+    expected = {_torch_key(p) for p in _flatten(template)}
+    unexpected = sorted(set(sd) - expected)
+    if missing or unexpected or bad:
+        raise CheckpointError(f"{where}: does not fit MultiPeriodDiscriminator({version}): "
+                              f"{len(missing)} missing {missing[:4]}, {len(unexpected)} unexpected {unexpected[:4]}, "
+                              f"{len(bad)} with other shapes {bad[:3]}")
+    return _unflatten(out)
+
+
+def discriminator_params_to_state_dict(params: dict, dtype=None) -> dict:
+    """Our tree -> the original's state dict (keys in the original's module order)."""
+    import numpy as np
+
+    from gsv_jax.convert.s2 import _flatten
+
+    flat = _flatten(nn.meta.unbox(params))
+    items = sorted(flat.items(), key=lambda kv: _order(kv[0]))
+    out = {}
+    for path, v in items:
+        v = np.asarray(jax.device_get(v), np.float32)
+        out[_torch_key(path)] = v if dtype is None else v.astype(dtype)
+    return out
+
+
+def _torch_key(path) -> str:
+    parts = []
+    for p in path:
+        for prefix in ("discriminators_", "convs_"):
+            if p.startswith(prefix) and p[len(prefix):].isdigit():
+                p = prefix[:-1] + "." + p[len(prefix):]
+        parts.append(p)
+    return ".".join(parts)
+
+
+def _order(path):
+    # torch order: discriminator index, convs (by index) before conv_post, then bias, weight_g, weight_v
+    d = int(path[0].split("_")[1])
+    layer = path[1]
+    li = int(layer.split("_")[1]) if layer.startswith("convs_") else 1000
+    return (d, li, {"bias": 0, "weight_g": 1, "weight_v": 2}.get(path[-1], 3))

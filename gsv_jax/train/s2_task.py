@@ -1,0 +1,308 @@
+"""S2 (SoVITS v1/v2) GAN training on the generic machinery (spec s2.md §5).
+
+Parameters are one tree ``{"g": generator, "d": discriminator}``; the optimizer state is
+``{"g": ..., "d": ...}``, each an ``optax.multi_transform`` over the whole tree (so every
+statistic keeps its parameter's path and sharding):
+
+* G: AdamW (betas 0.8/0.99, eps 1e-9, decoupled weight decay 0.01) with the original's groups:
+  base lr, ``enc_p.text_embedding`` / ``enc_p.encoder_text`` / ``enc_p.mrte`` at
+  ``lr * text_low_lr_rate``; ``ssl_proj`` and the codebook are frozen (no update, no decay,
+  as torch skips parameters without a gradient);
+* D: AdamW, one group.
+
+The learning rate decays per epoch, ``lr0 * 0.999875 ** epoch`` with the 1-based epoch the
+batch carries (``batch["epoch"]``), i.e. the original's pre-stepped ``ExponentialLR``.
+
+One jitted step (:meth:`S2Task.make_step_fn`, which the loop picks up instead of its generic
+single-loss step) does exactly the original iteration: generator forward (kept as a VJP), D loss
+on ``(y, stop_grad(y_hat))`` -> D update, G loss with the *updated* D -> G gradient through
+the stored VJP -> G update.
+"""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from gsv_jax.models.s2.discriminator import (MultiPeriodDiscriminator, discriminator_params_to_state_dict,
+                                             discriminator_state_dict_to_params)
+from gsv_jax.models.s2.synthesizer import S2ModelConfig, SynthesizerTrn
+from gsv_jax.models.s2.training import generator_forward
+from gsv_jax.train import s2_losses as L
+
+LOW_LR_PREFIXES = (("enc_p", "text_embedding"), ("enc_p", "encoder_text"), ("enc_p", "mrte"))
+FROZEN_PREFIXES = (("ssl_proj",), ("quantizer",))
+
+
+@dataclasses.dataclass(frozen=True)
+class S2OptimConfig:
+    learning_rate: float = 1e-4
+    betas: tuple = (0.8, 0.99)
+    eps: float = 1e-9
+    weight_decay: float = 0.01  # torch AdamW default, decoupled
+    lr_decay: float = 0.999875
+    text_low_lr_rate: float = 0.4
+    c_mel: float = 45.0
+    c_kl: float = 1.0
+    epoch_offset: int = 0  # epochs already done by the checkpoint we start from (original ``iteration``)
+
+    @classmethod
+    def from_config(cls, c) -> "S2OptimConfig":
+        c = dict(c.to_dict() if hasattr(c, "to_dict") else (c or {}))
+        kw = {f.name: c[f.name] for f in dataclasses.fields(cls) if f.name in c}
+        if "betas" in kw:
+            kw["betas"] = tuple(kw["betas"])
+        return cls(**kw)
+
+
+def _label_g(path) -> str:
+    names = tuple(getattr(k, "key", getattr(k, "name", None)) for k in path)
+    if any(names[1:1 + len(p)] == p for p in FROZEN_PREFIXES):
+        return "g_frozen"
+    if any(names[1:1 + len(p)] == p for p in LOW_LR_PREFIXES):
+        return "g_low"
+    return "g_base"
+
+
+def param_labels(params):
+    """``{"g": ..., "d": ...}`` -> label tree (``g_base``, ``g_low``, ``g_frozen``, ``d``)."""
+    return jax.tree_util.tree_map_with_path(
+        lambda p, _: "d" if getattr(p[0], "key", None) == "d" else _label_g(p), params)
+
+
+def _adamw(o: S2OptimConfig, factor: float = 1.0):
+    parts = [optax.scale_by_adam(b1=o.betas[0], b2=o.betas[1], eps=o.eps), optax.add_decayed_weights(o.weight_decay)]
+    if factor != 1.0:
+        parts.append(optax.scale(factor))
+    return optax.chain(*parts)  # direction only; the step multiplies by -lr(epoch)
+
+
+def make_gan_tx(o: S2OptimConfig):
+    """``(tx, tx_g, tx_d)``: ``tx.init`` builds the joint state; the step calls ``tx_g``/``tx_d``."""
+    zero = optax.set_to_zero()
+    tx_g = optax.multi_transform({"g_base": _adamw(o), "g_low": _adamw(o, o.text_low_lr_rate), "g_frozen": zero,
+                                  "d": zero}, param_labels)
+    tx_d = optax.multi_transform({"g_base": zero, "g_low": zero, "g_frozen": zero, "d": _adamw(o)}, param_labels)
+
+    def init(params):
+        return {"g": tx_g.init(params), "d": tx_d.init(params)}
+
+    def update(*_a, **_k):
+        raise NotImplementedError("the S2 GAN optimizer is applied by S2Task.make_step_fn (D then G)")
+
+    return optax.GradientTransformation(init, update), tx_g, tx_d
+
+
+def lr_at_epoch(o: S2OptimConfig, epoch):
+    """Learning rate of (1-based) ``epoch``: ``lr0 * decay ** (epoch + epoch_offset)``."""
+    return o.learning_rate * jnp.power(jnp.float32(o.lr_decay), jnp.asarray(epoch, jnp.float32) + o.epoch_offset)
+
+
+class S2Task:
+    def __init__(self, model_cfg: S2ModelConfig, optim: S2OptimConfig | None = None, *, dropout: bool = True,
+                 mel_cfg: dict | None = None):
+        self.config = model_cfg
+        self.optim = optim or S2OptimConfig()
+        self.model = SynthesizerTrn(model_cfg, weight_norm=True, with_enc_q=True, deterministic=not dropout)
+        self.disc = MultiPeriodDiscriminator(model_cfg.version)
+        self.mel_cfg = dict(mel_cfg or {})
+        self.tx, self.tx_g, self.tx_d = make_gan_tx(self.optim)
+
+    @classmethod
+    def from_config(cls, config) -> "S2Task":
+        model_cfg = S2ModelConfig.from_mapping(config.model)
+        optim = S2OptimConfig.from_config(config.get("optim", {}) or {})
+        train = config.get("train", {}) or {}
+        data = config.get("data", {}) or {}
+        mel = {k: data[k] for k in ("filter_length", "hop_length", "win_length", "n_mel_channels", "sampling_rate",
+                                    "mel_fmin", "mel_fmax") if k in data}
+        return cls(model_cfg, optim, dropout=bool(train.get("dropout", True)), mel_cfg=mel)
+
+    # -- the Task interface ----------------------------------------------------------------------
+    def init_params(self, rng):
+        c = self.config
+        kg, kd = jax.random.split(rng)
+        T = c.segment_size
+        g = self.model.init({"params": kg, "dropout": kg}, jnp.zeros((1, T, c.ssl_dim)),
+                            jnp.zeros((1, T, c.spec_channels)), jnp.array([T]), jnp.zeros((1, 3), jnp.int32),
+                            jnp.array([3]), slice_ids=jnp.zeros((1,), jnp.int32))["params"]
+        d = self.disc.init(kd, jnp.zeros((1, 4096), jnp.float32))["params"]
+        return {"g": g, "d": d}
+
+    def batch_spec(self, batch_size: int, frames: int = 200, text_len: int = 64) -> dict:
+        c, f32, i32 = self.config, jnp.float32, jnp.int32
+        S = jax.ShapeDtypeStruct
+        return {"ssl": S((batch_size, frames, c.ssl_dim), f32), "spec": S((batch_size, frames, c.spec_channels), f32),
+                "spec_lens": S((batch_size,), i32), "wav": S((batch_size, frames * c.hop), f32),
+                "text": S((batch_size, text_len), i32), "text_lens": S((batch_size,), i32),
+                "epoch": S((batch_size,), i32)}
+
+    def loss_fn(self, params, batch, rng, train: bool = True):
+        """Generator total loss against the current D (evaluation / logging; training uses the GAN step)."""
+        out = self.g_forward(params["g"], batch, rng)
+        loss, aux = self.g_loss(out, params["d"])
+        return loss, aux
+
+    # -- pieces ----------------------------------------------------------------------------------
+    def g_forward(self, params_g, batch, rng, enc_q_noise=None, rand_slice_u=None):
+        return generator_forward(self.model, params_g, batch, rng, enc_q_noise=enc_q_noise,
+                                 rand_slice_u=rand_slice_u, mel_cfg=self.mel_cfg)
+
+    def discriminate(self, params_d, y, y_hat):
+        """D on real and generated audio in one pass: ``(real logits, fake logits, real fmaps, fake fmaps)``."""
+        B = y.shape[0]
+        logits, fmaps = self.disc.apply({"params": params_d}, jnp.concatenate([y, y_hat], 0))
+        split = lambda x: (x[:B], x[B:])  # noqa: E731
+        real, fake = zip(*[split(x) for x in logits])
+        f_r = [[x[: x.shape[0] // 2] for x in fm] for fm in fmaps]
+        f_g = [[x[x.shape[0] // 2:] for x in fm] for fm in fmaps]
+        return list(real), list(fake), f_r, f_g
+
+    def d_loss(self, params_d, y, y_hat):
+        real, fake, _, _ = self.discriminate(params_d, y, jax.lax.stop_gradient(y_hat))
+        loss, r, g = L.discriminator_loss(real, fake)
+        return loss, {"loss_disc": loss, "losses_disc_r": r, "losses_disc_g": g, "d_real": real, "d_fake": fake}
+
+    def g_loss(self, out, params_d):
+        o = self.optim
+        real, fake, f_r, f_g = self.discriminate(params_d, out["y_slice"], out["y_hat"])
+        loss_mel = L.mel_loss(out["y_mel"], out["y_hat_mel"]) * o.c_mel
+        loss_kl = L.kl_loss(out["z_p"], out["logs_q"], out["m_p"], out["logs_p"], out["mask"]) * o.c_kl
+        fm_terms = L.feature_terms(f_r, f_g)
+        loss_fm = 2.0 * jnp.sum(fm_terms)
+        loss_gen, losses_gen = L.generator_loss(fake)
+        kl_ssl = jnp.zeros((), jnp.float32)  # frozen quantizer in eval mode: commitment loss 0 (spec §5.2)
+        total = loss_gen + loss_fm + loss_mel + kl_ssl + loss_kl
+        return total, {"loss_gen_all": total, "loss_gen": loss_gen, "losses_gen": losses_gen, "loss_fm": loss_fm,
+                       "fm_terms": fm_terms, "loss_mel": loss_mel, "loss_kl": loss_kl, "kl_ssl": kl_ssl,
+                       "g_real": real, "g_fake": fake}
+
+    def gan_update(self, params, opt_state, batch, rng, *, enc_q_noise=None, rand_slice_u=None, full_aux=False):
+        """One original iteration. Returns ``(params, opt_state, metrics)`` (``full_aux``: plus the
+        forward outputs, gradients and per-term losses, for tests)."""
+        o = self.optim
+        lr = lr_at_epoch(o, jnp.max(batch["epoch"])) if "epoch" in batch else lr_at_epoch(o, 1)
+        diff_keys = ("y_hat", "y_hat_mel", "z_p", "logs_q", "m_p", "logs_p")
+
+        def fwd(pg):
+            out = self.g_forward(pg, batch, rng, enc_q_noise, rand_slice_u)
+            return {k: out[k] for k in diff_keys}, {k: v for k, v in out.items() if k not in diff_keys}
+
+        diff, g_vjp, rest = jax.vjp(fwd, params["g"], has_aux=True)
+        out = {**diff, **rest}
+        # discriminator step
+        (loss_d, aux_d), grads_d = jax.value_and_grad(self.d_loss, has_aux=True)(params["d"], out["y_slice"],
+                                                                                  out["y_hat"])
+        zeros_g = jax.tree.map(jnp.zeros_like, params["g"])
+        upd, st_d = self.tx_d.update({"g": zeros_g, "d": grads_d}, opt_state["d"], params)
+        params_d = jax.tree.map(lambda p, u: p - lr * u, params["d"], upd["d"])
+        # generator step against the updated discriminator
+        def g_obj(dv):
+            return self.g_loss({**dv, **rest}, params_d)
+
+        (loss_g, aux_g), cot = jax.value_and_grad(g_obj, has_aux=True)(diff)
+        (grads_g,) = g_vjp(cot)
+        zeros_d = jax.tree.map(jnp.zeros_like, params_d)
+        upd, st_g = self.tx_g.update({"g": grads_g, "d": zeros_d}, opt_state["g"], {"g": params["g"], "d": params_d})
+        params_g = jax.tree.map(lambda p, u: p - lr * u, params["g"], upd["g"])
+        metrics = {"loss": loss_g, "loss_disc": loss_d, "loss_gen": aux_g["loss_gen"], "loss_fm": aux_g["loss_fm"],
+                   "loss_mel": aux_g["loss_mel"], "loss_kl": aux_g["loss_kl"], "grad_norm_g": optax.global_norm(grads_g),
+                   "grad_norm_d": optax.global_norm(grads_d), "lr": lr}
+        if full_aux:
+            metrics.update(out=out, aux_d=aux_d, aux_g=aux_g, grads_g=grads_g, grads_d=grads_d)
+        return {"g": params_g, "d": params_d}, {"g": st_g, "d": st_d}, metrics
+
+    def make_step_fn(self, tx=None, schedule=None, **_):
+        """The loop's step: ``(state, batch, rng) -> (state, metrics)`` (``tx``/``schedule`` unused)."""
+        from gsv_jax import sharding as shd  # noqa: F401 - the loop traces under the axis rules
+
+        def step(state, batch, rng):
+            rng = jax.random.fold_in(rng, state.step)
+            params, opt_state, metrics = self.gan_update(state.params, state.opt_state, batch, rng)
+            return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+        return step
+
+    # -- checkpoints in the original formats -----------------------------------------------------
+    def params_from_original(self, g_path, d_path=None, rng=None):
+        """Plain ``{"g", "d"}`` parameters from ``G_*.pth`` / pretrained ``s2G*.pth`` (enc_q from the file
+        or freshly initialised when absent, e.g. exported weights) and ``D_*.pth`` / ``s2D*.pth``
+        (fresh when ``d_path`` is None). Returns ``(params, info)``; ``info["iteration"]`` is the
+        original's epoch counter (0 for pretrained files)."""
+        from gsv_jax.api.s2 import load_s2
+        from gsv_jax.convert.s2 import read_discriminator_state
+
+        rng = jax.random.PRNGKey(0) if rng is None else rng
+        fresh = None
+        s2 = load_s2(g_path)
+        if s2.config.version != self.config.version:
+            raise ValueError(f"{g_path} is a SoVITS {s2.config.version} model but the config trains "
+                             f"{self.config.version}; use configs/s2_{s2.config.version}.py")
+        g = dict(s2.params)
+        if "enc_q" not in g:
+            fresh = nn.meta.unbox(self.init_params(rng))
+            g["enc_q"] = jax.device_get(fresh["g"]["enc_q"])
+        if d_path is not None:
+            d = discriminator_state_dict_to_params(read_discriminator_state(d_path), self.config.version,
+                                                   where=str(d_path))
+        else:
+            fresh = fresh or nn.meta.unbox(self.init_params(rng))
+            d = jax.device_get(fresh["d"])
+        from gsv_jax.convert.torch_io import load_torch_file
+
+        it = 0
+        try:
+            obj = load_torch_file(g_path)
+            it = int(obj.get("iteration") or 0) if isinstance(obj, dict) else 0
+        except Exception:  # noqa: BLE001 - info only
+            pass
+        params = jax.tree.map(lambda x: np.asarray(x, np.float32), {"g": g, "d": d})
+        return params, {"iteration": it, "buffers": s2.buffers, "hparams": s2.hparams}
+
+    def _s2(self, params_g, buffers=None, hparams=None):
+        from gsv_jax.api.s2 import S2
+
+        g = jax.tree.map(lambda a: np.asarray(jax.device_get(a), np.float32), nn.meta.unbox(params_g))
+        return S2(self.config, g, buffers=buffers, hparams=hparams)
+
+    def export_original(self, params, workdir, step: int, epoch: int = 0, *, name: str = "gsv_jax",
+                        buffers=None, hparams=None) -> dict:
+        """Write ``G_<step>.pth`` / ``D_<step>.pth`` (the original's training checkpoints, fp32, optimizer
+        ``None`` -- the original then starts a fresh AdamW) and the exported weights
+        ``<name>_e<epoch>_s<step>.pth`` (fp16, no enc_q) that the original WebUI loads."""
+        from gsv_jax.api.s2 import save_s2_torch
+        from gsv_jax.convert.torch_io import save_torch_file
+
+        workdir = pathlib.Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        s2 = self._s2(params["g"], buffers, hparams)
+        g_sd = s2.state_dict(dtype=np.float32, with_enc_q=True)
+        d_sd = discriminator_params_to_state_dict(params["d"], np.float32)
+        paths = {"G": workdir / f"G_{step}.pth", "D": workdir / f"D_{step}.pth",
+                 "weights": workdir / f"{name}_e{epoch}_s{step}.pth"}
+        lr = self.optim.learning_rate
+        save_torch_file({"model": g_sd, "iteration": int(epoch), "optimizer": None, "learning_rate": lr}, paths["G"])
+        save_torch_file({"model": d_sd, "iteration": int(epoch), "optimizer": None, "learning_rate": lr}, paths["D"])
+        save_s2_torch(s2, paths["weights"], info=f"{epoch}epoch_{step}iteration")
+        return {k: str(v) for k, v in paths.items()}
+
+    def export_inference(self, params, path, config=None):
+        from gsv_jax.api.s2 import save_s2_torch
+
+        save_s2_torch(self._s2(params["g"]), path, info="gsv_jax export")
+        return str(path)
+
+
+def golden_batch_from_torch_layout(g) -> dict:
+    """The golden npz's channel-first tensors -> our channels-last batch (tests, tools)."""
+    return {"ssl": np.transpose(g["ssl"], (0, 2, 1)).astype(np.float32),
+            "spec": np.transpose(g["spec"], (0, 2, 1)).astype(np.float32),
+            "spec_lens": np.asarray(g["spec_lens"], np.int32), "wav": np.asarray(g["wav"][:, 0], np.float32),
+            "text": np.asarray(g["text"], np.int32), "text_lens": np.asarray(g["text_lens"], np.int32),
+            "epoch": np.ones(len(g["spec_lens"]), np.int32)}
+
