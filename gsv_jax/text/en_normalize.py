@@ -102,6 +102,10 @@ def _money(units: tuple[str, str, str, str]):
         parts = amount.split(".")
         if len(parts) > 2:
             return amount + " " + big
+        if not parts[0].replace(",", "").isdigit() and parts[0]:
+            # only "(" can get here: the original's "N$" pattern accepts it and then int() fails; so do we
+            raise ValueError(f"cannot read the amount {amount!r} before a currency sign (the original fails on it "
+                             "too): put a space between '(' and the number")
         major = int(parts[0]) if parts[0] else 0
         minor = int(parts[1].ljust(2, "0")) if len(parts) > 1 and parts[1] else 0
         major_txt = f"{major} {big1 if major == 1 else big}"

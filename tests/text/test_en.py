@@ -163,6 +163,15 @@ def test_neural_fallback(word, expected):
     assert en_neural.predict(word) == expected.split()
 
 
+def test_bad_input():
+    # the original's behaviour: empty / mark-only / emoji / control input gives no phones (clean_text then adds ",")
+    for text in ["", "!!!", "😀", "\x00\x07"]:
+        assert english.g2p(english.text_normalize(text)) in ([], ["!"])
+    # the original crashes with ValueError on "(5$" (its N$ pattern accepts the "("); we raise it with a reason
+    with pytest.raises(ValueError, match="currency sign"):
+        english.text_normalize("(5$ here")
+
+
 def test_dictionary_build_rules():
     base = ";;; header\nWORD  W ER1 D\nNAMED  N EY1 M AH0 D\nSTRESS  S T R EH1 S\nKEEP  K IY1 P\n"
     github = "named N EY1 M IH0 D\nstress S T R EH2 S\nkeep K AH0 P\nnew N UW1\nnew(2) N Y UW1\nodd AA1 D # comment\n"
