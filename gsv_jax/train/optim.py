@@ -176,10 +176,23 @@ def scaled_adam(learning_rate: float | Schedule = 0.01, betas=(0.9, 0.95), clipp
             delta = delta + step_dir * alpha
             return delta, delta, e, rms, s_e, s_g
 
+        # Tensors of identical shape are updated together (vmapped), as the original batches them:
+        # the math is per tensor, and far fewer ops keep compile time low for deep models.
         treedef = jax.tree.structure(params)
         leaves = [jax.tree.leaves(x) for x in (params, grads, state.delta, state.exp_avg_sq, state.param_rms,
                                                state.scale_exp_avg_sq, state.scale_grads)]
-        outs = [per_tensor(*args) for args in zip(*leaves)]
+        groups: dict = {}
+        for i, p in enumerate(leaves[0]):
+            groups.setdefault((tuple(p.shape), str(p.dtype)), []).append(i)
+        outs = [None] * len(leaves[0])
+        for idx in groups.values():
+            if len(idx) == 1:
+                outs[idx[0]] = per_tensor(*(lv[idx[0]] for lv in leaves))
+                continue
+            stacked = [jnp.stack([lv[i] for i in idx]) for lv in leaves]
+            res = jax.vmap(per_tensor)(*stacked)
+            for j, i in enumerate(idx):
+                outs[i] = tuple(r[j] for r in res)
         unflat = lambda i: jax.tree.unflatten(treedef, [o[i] for o in outs])  # noqa: E731
         updates = unflat(0)
         new_state = ScaledAdamState(count=t + 1, delta=unflat(1), exp_avg_sq=unflat(2), param_rms=unflat(3),
