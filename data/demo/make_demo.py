@@ -28,6 +28,7 @@ CLIPS = [  # file, sample rate, lang, text, vowel sequence
     ("demo_ja_0.wav", 16000, "JA", "こんにちは。", "oiia"),
     ("demo_ko_0.wav", 16000, "KO", "안녕하세요.", "aeaeo"),
     ("demo_yue_0.wav", 22050, "YUE", "早晨，你好。", "oeio"),
+    ("demo_en_0.wav", 24000, "EN", "Hello there, this is a demo.", "eoeiiiea"),
 ]
 
 
