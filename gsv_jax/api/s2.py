@@ -62,9 +62,7 @@ class S2:
         self.info = info
         self._infer_params = None
         self.model = SynthesizerTrn(config, weight_norm=False)
-        self._jit_latent = jax.jit(functools.partial(_extract_latent, self.model))
-        self._jit_ref = jax.jit(functools.partial(_ref_embedding, self.model))
-        self._jit_decode = jax.jit(functools.partial(_decode_core, self.model), static_argnames=("with_aux",))
+        self._jit_latent, self._jit_ref, self._jit_decode = _jitted(config)
 
     @property
     def version(self) -> str:
@@ -268,7 +266,15 @@ class S2:
 
 
 # ----------------------------------------------------------------------------------------------
-# jitted cores (model bound with functools.partial)
+# jitted cores (model bound with functools.partial; shared by every S2 of the same architecture)
+
+@functools.lru_cache(maxsize=None)
+def _jitted(config: S2ModelConfig):
+    model = SynthesizerTrn(config, weight_norm=False)
+    return (jax.jit(functools.partial(_extract_latent, model)),
+            jax.jit(functools.partial(_ref_embedding, model)),
+            jax.jit(functools.partial(_decode_core, model), static_argnames=("with_aux",)))
+
 
 def _extract_latent(model, params, ssl):
     return model.apply({"params": params}, ssl, method=SynthesizerTrn.extract_latent)

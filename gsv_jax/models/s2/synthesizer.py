@@ -182,7 +182,8 @@ class SynthesizerTrn(nn.Module):
 
         ``ssl [B, Tssl, 768]``, ``spec [B, T, 1025]``, ``text [B, Tt]``; ``enc_q_noise [B, T, inter]``
         (zeros if None); ``slice_ids [B]`` segment starts (see :func:`rand_slice_ids`).
-        Returns ``(y_hat [B, segment*hop], slice_ids, mask, (z, z_p, m_p, logs_p, m_q, logs_q), ge)``.
+        Returns a dict: ``y_hat [B, segment*hop]``, ``slice_ids``, ``mask [B, T, 1]``, ``ge [B, 1, gin]``,
+        ``x`` (text-encoder output), ``m_p, logs_p, z, m_q, logs_q, z_p`` (all ``[B, T, inter]``).
         """
         T = spec.shape[1]
         y_mask = sequence_mask(spec_lengths, T, spec.dtype)
@@ -198,7 +199,8 @@ class SynthesizerTrn(nn.Module):
             slice_ids = jnp.zeros((spec.shape[0],), jnp.int32)
         z_slice = slice_segments(z, slice_ids, self.config.segment_size)
         y_hat = self.decode_wave(z_slice, ge)
-        return y_hat, slice_ids, y_mask, (z, z_p, m_p, logs_p, m_q, logs_q), ge
+        return {"y_hat": y_hat, "slice_ids": slice_ids, "mask": y_mask, "ge": ge, "x": x, "m_p": m_p,
+                "logs_p": logs_p, "z": z, "m_q": m_q, "logs_q": logs_q, "z_p": z_p}
 
 
 def rand_slice_ids(u, lengths, segment_size: int):
@@ -215,11 +217,13 @@ def init_params(config: S2ModelConfig, rng, *, weight_norm: bool = True, with_en
     """Fresh (unboxed) parameters for ``config`` with tiny dummy shapes."""
     model = SynthesizerTrn(config, weight_norm=weight_norm, with_enc_q=True)
     T = config.segment_size
-    variables = model.init(
-        rng, jnp.zeros((1, T, config.ssl_dim)), jnp.zeros((1, T, config.spec_channels)),
-        jnp.array([T]), jnp.zeros((1, 3), jnp.int32), jnp.array([3]),
-        slice_ids=jnp.zeros((1,), jnp.int32))
-    params = nn.meta.unbox(variables["params"])
+
+    def init(key):
+        return model.init(key, jnp.zeros((1, T, config.ssl_dim)), jnp.zeros((1, T, config.spec_channels)),
+                          jnp.array([T]), jnp.zeros((1, 3), jnp.int32), jnp.array([3]),
+                          slice_ids=jnp.zeros((1,), jnp.int32))["params"]
+
+    params = nn.meta.unbox(jax.jit(init)(rng))
     if not with_enc_q:
         params = {k: v for k, v in params.items() if k != "enc_q"}
     return params

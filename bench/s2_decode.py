@@ -1,0 +1,74 @@
+"""Benchmark S2 decode: real v2 architecture, random weights, 200 semantic tokens (8 s of audio),
+100 phonemes, a 3 s reference. Prints JSON: compile (first call) time and steady-state RTF.
+
+    python bench/s2_decode.py [--repeats 5] [--tokens 200] [--phones 100] [--ref-seconds 3]
+"""
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import importlib.util  # noqa: E402
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--tokens", type=int, default=200)
+    ap.add_argument("--phones", type=int, default=100)
+    ap.add_argument("--ref-seconds", type=float, default=3.0)
+    ap.add_argument("--batch", type=int, default=1)
+    args = ap.parse_args()
+
+    from gsv_jax.api.s2 import new_s2
+    from gsv_jax.models.s2.synthesizer import S2ModelConfig
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "configs" / "s2_v2.py"
+    spec = importlib.util.spec_from_file_location("s2_v2", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cfg = S2ModelConfig.from_mapping(mod.get_config().model)
+
+    t0 = time.perf_counter()
+    s2 = new_s2(cfg, seed=0, with_enc_q=False)
+    _ = s2.infer_params
+    init_s = time.perf_counter() - t0
+
+    rng = np.random.default_rng(0)
+    B = args.batch
+    codes = rng.integers(0, 1024, (B, args.tokens))
+    phones = rng.integers(0, cfg.n_symbols, (B, args.phones))
+    frames = int(args.ref_seconds * 32000) // 640
+    ref = np.abs(rng.standard_normal((1, 1025, frames))).astype(np.float32)
+
+    t0 = time.perf_counter()
+    wavs = s2.decode(codes, phones, [ref], noise_scale=0.5, seed=0)
+    first_s = time.perf_counter() - t0
+    audio_s = len(wavs[0]) / 32000.0
+
+    times = []
+    for i in range(args.repeats):
+        t0 = time.perf_counter()
+        wavs = s2.decode(codes, phones, [ref], noise_scale=0.5, seed=i)
+        times.append(time.perf_counter() - t0)
+    steady = float(np.median(times))
+    print(json.dumps({
+        "bench": "s2_decode", "config": "s2_v2 (random weights)", "backend": jax.default_backend(),
+        "cpu_count": os.cpu_count(), "batch": B, "tokens": args.tokens, "phones": args.phones,
+        "ref_frames": frames, "audio_seconds": audio_s, "init_seconds": round(init_s, 3),
+        "first_call_seconds": round(first_s, 3), "compile_seconds": round(first_s - steady, 3),
+        "steady_seconds_median": round(steady, 4), "steady_seconds_all": [round(t, 4) for t in times],
+        "rtf": round(steady / (audio_s * B), 4), "rtf_target": 0.238, "original_rtf": 0.476,
+        "load_average": os.getloadavg()[0],
+    }, indent=1))
+
+
+if __name__ == "__main__":
+    main()
