@@ -21,6 +21,7 @@ the stored VJP -> G update.
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 
 import flax.linen as nn
@@ -108,7 +109,9 @@ class S2Task:
                  mel_cfg: dict | None = None):
         self.config = model_cfg
         self.optim = optim or S2OptimConfig()
-        self.model = SynthesizerTrn(model_cfg, weight_norm=True, with_enc_q=True, deterministic=not dropout)
+        # exact_ref_lengths=False: ref_enc sees padded frames as the original training batch does (parity)
+        self.model = SynthesizerTrn(model_cfg, weight_norm=True, with_enc_q=True, deterministic=not dropout,
+                                    exact_ref_lengths=False)
         self.disc = MultiPeriodDiscriminator(model_cfg.version)
         self.mel_cfg = dict(mel_cfg or {})
         self.tx, self.tx_g, self.tx_d = make_gan_tx(self.optim)
@@ -149,7 +152,20 @@ class S2Task:
         return loss, aux
 
     # -- pieces ----------------------------------------------------------------------------------
+    def prepare_batch(self, batch):
+        """Float32 SSL; the linear spectrogram from ``wav`` when the batch has none (on device)."""
+        batch = dict(batch)
+        batch["ssl"] = jnp.asarray(batch["ssl"], jnp.float32)
+        if "spec" not in batch:
+            from gsv_jax.data.s2_pipeline import batch_spectrogram
+
+            m = self.mel_cfg
+            batch["spec"] = batch_spectrogram(batch["wav"], batch["wav_lens"], batch["ssl"].shape[1],
+                                              m.get("filter_length", 2048), self.config.hop, m.get("win_length", 2048))
+        return batch
+
     def g_forward(self, params_g, batch, rng, enc_q_noise=None, rand_slice_u=None):
+        batch = self.prepare_batch(batch)
         return generator_forward(self.model, params_g, batch, rng, enc_q_noise=enc_q_noise,
                                  rand_slice_u=rand_slice_u, mel_cfg=self.mel_cfg)
 
@@ -306,3 +322,75 @@ def golden_batch_from_torch_layout(g) -> dict:
             "text": np.asarray(g["text"], np.int32), "text_lens": np.asarray(g["text_lens"], np.int32),
             "epoch": np.ones(len(g["spec_lens"]), np.int32)}
 
+
+
+def training_config(config=None):
+    """``optim``, ``train`` and ``mesh`` sub-configs of S2 training (the original ``s2.json`` train section);
+    added to ``config`` in place when given (only the missing ones)."""
+    import ml_collections
+
+    optim = ml_collections.ConfigDict(dict(
+        learning_rate=1e-4, betas=[0.8, 0.99], eps=1e-9, weight_decay=0.01, lr_decay=0.999875,
+        text_low_lr_rate=0.4, c_mel=45.0, c_kl=1.0, epoch_offset=0))
+    train = ml_collections.ConfigDict(dict(
+        task="s2", batch_size=8, num_steps=10000, log_every=10, save_every=1000, keep=3, seed=1234,
+        dropout=True, async_checkpoint=True, progress_bar=True, tensorboard=True))
+    mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    if config is not None:
+        for name, sub in (("optim", optim), ("train", train), ("mesh", mesh)):
+            if name not in config:
+                config[name] = sub
+    return optim, train, mesh
+
+
+def read_iteration(g_path) -> int:
+    """The original's epoch counter stored in a ``G_*.pth`` (0 for pretrained / exported files)."""
+    from gsv_jax.convert.torch_io import load_torch_file
+
+    obj = load_torch_file(g_path)
+    return int(obj.get("iteration") or 0) if isinstance(obj, dict) and "model" in obj else 0
+
+
+def run_training(config, workdir: str, init_from=(), *, stop_after: int | None = None, export: bool = True):
+    """``train.py`` for S2: build the task, data and mesh, run the loop (auto-resume), export.
+
+    ``init_from``: ``[G.pth]`` or ``[G.pth, D.pth]`` (original training checkpoints or pretrained
+    ``s2G*.pth`` / ``s2D*.pth``), used when ``workdir`` has no checkpoint yet; the G file's epoch
+    counter continues the learning-rate schedule as the original's resume does.
+    """
+    from gsv_jax.data.s2_pipeline import make_s2_data
+    from gsv_jax.train.loop import LoopConfig, run
+    from gsv_jax.train.mesh import mesh_from_config
+
+    training_config(config)
+    init_from = [p for p in (init_from or []) if p]
+    if len(init_from) > 2:
+        raise ValueError(f"--init-from takes a generator and optionally a discriminator file, got {init_from}")
+    task = S2Task.from_config(config)
+    if init_from:
+        it = read_iteration(init_from[0])
+        if it:
+            task = S2Task(task.config, dataclasses.replace(task.optim, epoch_offset=task.optim.epoch_offset + it),
+                          dropout=not task.model.deterministic, mel_cfg=task.mel_cfg)
+    mesh = mesh_from_config(config)
+    data = make_s2_data(config)
+    init_params, extra = None, {}
+    from gsv_jax.train import checkpoint as ckpt_lib
+
+    has_ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False).latest_step() is not None
+    if init_from and not has_ckpt:
+        init_params, extra = task.params_from_original(init_from[0], init_from[1] if len(init_from) > 1 else None)
+        if jax.process_index() == 0:
+            print(f"fine-tuning from {init_from} (original epoch {extra['iteration']})", flush=True)
+    cfg = LoopConfig.from_config(config.train)
+    if jax.process_index() == 0:
+        print(f"mesh {dict(mesh.shape)}; {data.batches_per_epoch} batches per epoch", flush=True)
+    res = run(task, task.tx, lambda step: 0.0, data, workdir, mesh, cfg, init_params=init_params,
+              stop_after=stop_after)
+    if export and jax.process_index() == 0 and not res.stopped_by_signal:
+        step = int(jax.device_get(res.state.step))
+        epoch = int(data.get_state()["epoch"]) + 1 + task.optim.epoch_offset
+        paths = task.export_original(jax.device_get(res.state.params), os.path.join(workdir, "export"), step, epoch,
+                                     buffers=extra.get("buffers"), hparams=extra.get("hparams"))
+        print(f"exported {paths}", flush=True)
+    return res
