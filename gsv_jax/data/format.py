@@ -214,10 +214,10 @@ class DatasetWriter:
         n = len(self._names)
         for key, value in item.items():
             if isinstance(value, np.ndarray) and value.ndim >= 1:
-                self._lengths.setdefault(key, [-1] * n).append(int(value.shape[-1]))
+                self._lengths.setdefault(key, [0 if key == "word2ph" else -1] * n).append(int(value.shape[-1]))
         for key, col in self._lengths.items():
             if len(col) == n:  # field absent from this item
-                col.append(-1)
+                col.append(0 if key == "word2ph" else -1)
         self._names.append(item["name"])
         self._langs.append(item["lang"])
         self._writer.write(encode_record(item))
@@ -231,6 +231,8 @@ class DatasetWriter:
         self._writer.close()
         self._writer = None
         index = {"names": np.array(self._names, dtype=str), "langs": np.array(self._langs, dtype=str)}
+        for key in ARRAY_FIELDS:  # the standard fields always have a column (also in an empty shard)
+            self._lengths.setdefault(key, [0 if key == "word2ph" else -1] * len(self._names))
         for key, col in self._lengths.items():
             index[f"len_{key}"] = np.asarray(col, np.int64)
         import io
@@ -345,11 +347,11 @@ class DatasetReader:
             return np.zeros((0,), np.int64)
         if field == "bert":
             key = "len_phone_ids"  # bert always has one column per phone
-        missing = [str(p) for p, ix in zip(self.shard_paths, self._index) if key not in ix]
+        missing = [str(p) for p, ix in zip(self.shard_paths, self._index) if key not in ix and len(ix["names"])]
         if missing:
             have = sorted(k[4:] for k in self._index[0] if k.startswith("len_"))
             raise KeyError(f"no lengths for field {field!r} (fields with lengths: {have})")
-        return np.concatenate([ix[key] for ix in self._index])
+        return np.concatenate([ix[key] if key in ix else np.zeros((0,), np.int64) for ix in self._index])
 
     def __getstate__(self):
         state = self.__dict__.copy()

@@ -146,3 +146,18 @@ def test_unfinished_shards_are_invisible_and_reported(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetFormatError, match="no data-"):
         open_dataset(tmp_path / "empty")
+
+
+def test_empty_shard_and_absent_word2ph_lengths(tmp_path):
+    rng = np.random.default_rng(5)
+    DatasetWriter(tmp_path, 0, 3).close()  # e.g. every item of this shard failed
+    with DatasetWriter(tmp_path, 1, 3) as w:
+        w.add(_item(rng, "en1", "en", n_ph=4))
+        w.add(_item(rng, "zh1", "zh", n_ph=6))
+    with DatasetWriter(tmp_path, 2, 3) as w:
+        w.add(_item(rng, "en2", "en", n_ph=5))
+    ds = open_dataset(tmp_path)
+    assert len(ds) == 3 and list(ds.names) == ["en1", "zh1", "en2"]
+    np.testing.assert_array_equal(ds.lengths("phone_ids"), [4, 6, 5])
+    np.testing.assert_array_equal(ds.lengths("word2ph"), [0, 3, 0])  # absent word2ph has length 0
+    assert ds[2]["word2ph"].shape == (0,)
