@@ -22,12 +22,15 @@ Loading and preparation follow the dataset preparation and inference paths of th
 * :func:`loudness_mix` is the preparation mix ``x / max|x| · (0.95 · 0.5 · scale) + 0.5 · scale · x``
   (``scale`` 32768 for the stored 32 kHz wav, 1145.14 for the HuBERT input);
   :func:`prepare_clip` runs the whole 32 kHz → (HuBERT input at 16 kHz, int16 wav) step.
+* :func:`resample_sinc` / :func:`load_reference` reproduce torchaudio's sinc resampler and the
+  reference-audio steps before the S2 spectrogram (spec s2.md §4.3).
 * :func:`pad_reference` appends the ``int(32000 · 0.3)`` zeros that inference appends to the
   **16 kHz** reference before HuBERT.
 """
 from __future__ import annotations
 
 import functools
+import math
 import pathlib
 from typing import Optional, Union
 
@@ -181,6 +184,56 @@ def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     return librosa.resample(wav, orig_sr=orig_sr, target_sr=target_sr, res_type="soxr_hq").astype(
         np.float32
     )
+
+
+def resample_sinc(
+    wav: np.ndarray, orig_sr: int, target_sr: int, lowpass_filter_width: int = 6, rolloff: float = 0.99
+) -> np.ndarray:
+    """Band-limited sinc resampling with a Hann-windowed kernel, numerically as torchaudio's
+    ``Resample(orig_sr, target_sr)`` (its defaults; kernel built in float64, applied in float32).
+
+    The original uses it for reference audio before the S2 reference spectrogram (spec s2.md
+    §4.3, §8.17). Output length ``ceil(N · target_sr / orig_sr)``; works along the last axis.
+    """
+    wav = np.asarray(wav, np.float32)
+    if int(orig_sr) == int(target_sr):
+        return wav
+    g = math.gcd(int(orig_sr), int(target_sr))
+    o, n = int(orig_sr) // g, int(target_sr) // g
+    base = min(o, n) * rolloff
+    width = math.ceil(lowpass_filter_width * o / base)
+    # y[j] = sum_i x[i] · h(i / o - j / n) over one period of n outputs; output phase j / n is
+    # formed in float32 as torchaudio does, the rest in float64
+    phase = (np.arange(0, -n, -1).astype(np.float32) / np.float32(n)).astype(np.float64)
+    t = (phase[:, None] + np.arange(-width, width + o, dtype=np.float64)[None, :] / o) * base
+    t = np.clip(t, -lowpass_filter_width, lowpass_filter_width)
+    window = np.cos(t * np.pi / lowpass_filter_width / 2) ** 2
+    t = t * np.pi
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sinc = np.where(t == 0, 1.0, np.sin(t) / np.where(t == 0, 1.0, t))
+    kernel = (sinc * window * (base / o)).astype(np.float32)  # [n, 2 * width + o]
+    length = wav.shape[-1]
+    x = np.pad(wav, [(0, 0)] * (wav.ndim - 1) + [(width, width + o)])
+    k = kernel.shape[1]
+    n_frames = (x.shape[-1] - k) // o + 1
+    frames = x[..., np.arange(n_frames)[:, None] * o + np.arange(k)[None, :]]
+    out = (frames @ kernel.T).reshape(wav.shape[:-1] + (n_frames * n,))
+    return np.ascontiguousarray(out[..., : math.ceil(n * length / o)], dtype=np.float32)
+
+
+def load_reference(path: Union[str, pathlib.Path], sr: int = MODEL_SR) -> np.ndarray:
+    """Reference audio for the S2 spectrogram as the original's ``get_spepc`` prepares it:
+    float32 ``[1, N]``, channels averaged, torchaudio-style sinc resampling to ``sr``, and divided
+    by ``min(2, peak)`` only when the peak exceeds 1. Feed it to :func:`spectrogram`."""
+    audio = load_audio(path, sr=None, mono=True)
+    import soundfile as sf
+
+    file_sr = sf.info(str(path)).samplerate
+    audio = resample_sinc(audio, file_sr, sr)[None]
+    peak = np.abs(audio).max() if audio.size else 0.0
+    if peak > 1:
+        audio = audio / min(2.0, peak)
+    return audio.astype(np.float32)
 
 
 def load_audio(path: Union[str, pathlib.Path], sr: Optional[int] = None, mono: bool = True) -> np.ndarray:
