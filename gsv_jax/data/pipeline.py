@@ -12,8 +12,9 @@ if fewer than 100 survive, the list is repeated ``max(2, 100 // n)`` times.
 Batching: every item goes to the smallest semantic-length bucket that holds it. Each epoch
 (seed + epoch) shuffles inside buckets, cuts each bucket into global batches of ``batch_size``
 (a short last batch is filled up with items of the same bucket), and shuffles the batch order.
-A batch is padded to (phoneme bucket of its longest text, its semantic bucket): the number of
-compiled shapes stays small. Padding follows the original collate: phonemes right-padded with
+A batch is padded to (its semantic bucket, the phoneme bucket that holds the longest text of
+any item in that semantic bucket): one static shape per semantic bucket, so only a handful of
+compilations. Padding follows the original collate: phonemes right-padded with
 0, semantic tokens right-padded with 1024, BERT with zeros. ``loss_len`` carries the batch's
 true ``max(y_len) + 1`` so the loss can count exactly the positions the original counts.
 
@@ -117,6 +118,12 @@ class S1BatchIterator:
         self.items = filter_items(self.ph_lens, self.sem_lens, cfg)
         self.local = cfg.batch_size // process_count
         self.row0 = process_index * self.local
+        # one phoneme length per semantic bucket (the longest text among that bucket's items)
+        self._tx_for: dict[int, int] = {}
+        for i in self.items:
+            yb = bucket_of(int(self.sem_lens[i]), cfg.y_buckets)
+            self._tx_for[yb] = max(self._tx_for.get(yb, 0), int(self.ph_lens[i]))
+        self._tx_for = {yb: bucket_of(n, cfg.x_buckets) for yb, n in self._tx_for.items()}
         self.epoch, self.batch = 0, 0
         self._plan_epoch, self._plan = None, None
         self._pool = cf.ThreadPoolExecutor(max(1, cfg.num_threads))
@@ -146,9 +153,8 @@ class S1BatchIterator:
         return out
 
     def _shape(self, rows) -> tuple[int, int]:
-        tx = bucket_of(int(self.ph_lens[rows].max()), self.cfg.x_buckets)
         ty = bucket_of(int(self.sem_lens[rows].max()), self.cfg.y_buckets)
-        return tx, ty
+        return self._tx_for[ty], ty
 
     def __iter__(self):
         return self
