@@ -56,11 +56,9 @@ class BertFeatures:
     def __init__(self, cfg, params, tokenizer, hidden_state: int = BERT_HIDDEN_STATE):
         self.cfg, self.params, self.tokenizer = cfg, params, tokenizer
         self.hidden_state = hidden_state
-        model = bert_lib.Bert(cfg)
-
         @jax.jit
         def forward(params, ids, mask):
-            (h,) = model.apply({"params": params}, ids, mask, hidden_states=(hidden_state,))
+            (h,) = bert_lib.apply(cfg, params, ids, mask, hidden_states=(hidden_state,))
             return h.astype(jnp.float32)
 
         self._forward = forward

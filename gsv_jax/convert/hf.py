@@ -133,6 +133,17 @@ class _Keys:
             )
 
 
+def _stack(layers: list) -> dict:
+    """Per-layer trees -> one tree with a leading layer axis, under ``{"layer": ...}`` (the
+    layout of the models' ``nn.scan``)."""
+    def stack(*leaves):
+        return np.stack(leaves)
+
+    import jax
+
+    return {"layer": jax.tree.map(stack, *layers)}
+
+
 def bert_params(state: Dict[str, np.ndarray], cfg) -> dict:
     """Hugging Face ``BertModel`` / ``BertForMaskedLM`` state dict -> ``models.bert.Bert`` params."""
     k = _Keys(state, ("bert.",), (r"cls\..*", r"pooler\..*", r".*position_ids"), "BERT")
@@ -153,10 +164,11 @@ def bert_params(state: Dict[str, np.ndarray], cfg) -> dict:
         "token_type_embeddings": {"embedding": k(e + "token_type_embeddings.weight", (cfg.type_vocab_size, h))},
         "embeddings_norm": k.norm(e + "LayerNorm"),
     }
+    layers = []
     for i in range(cfg.num_hidden_layers):
         a = f"encoder.layer.{i}."
         out = dense(a + "attention.output.dense", h, h)
-        p[f"layer_{i}"] = {
+        layers.append({
             "query": qkv(a + "attention.self.query"),
             "key": qkv(a + "attention.self.key"),
             "value": qkv(a + "attention.self.value"),
@@ -165,7 +177,9 @@ def bert_params(state: Dict[str, np.ndarray], cfg) -> dict:
             "intermediate": dense(a + "intermediate.dense", h, cfg.intermediate_size),
             "output": dense(a + "output.dense", cfg.intermediate_size, h),
             "output_norm": k.norm(a + "output.LayerNorm"),
-        }
+        })
+    if layers:
+        p["layers"] = _stack(layers)
     k.finish()
     return p
 
@@ -217,9 +231,10 @@ def hubert_params(state: Dict[str, np.ndarray], cfg) -> dict:
         w = k(pc + "weight", (h, h // groups, kk))
     p["pos_conv"] = {"kernel": conv_kernel(w), "bias": k(pc + "bias", (h,))}
     p["encoder_norm"] = k.norm("encoder.layer_norm")
+    layers = []
     for i in range(cfg.num_hidden_layers):
         a = f"encoder.layers.{i}."
-        p[f"layer_{i}"] = {
+        layers.append({
             "q_proj": dense(a + "attention.q_proj", h, h),
             "k_proj": dense(a + "attention.k_proj", h, h),
             "v_proj": dense(a + "attention.v_proj", h, h),
@@ -228,6 +243,8 @@ def hubert_params(state: Dict[str, np.ndarray], cfg) -> dict:
             "ff_in": dense(a + "feed_forward.intermediate_dense", h, cfg.intermediate_size),
             "ff_out": dense(a + "feed_forward.output_dense", cfg.intermediate_size, h),
             "final_norm": k.norm(a + "final_layer_norm"),
-        }
+        })
+    if layers:
+        p["layers"] = _stack(layers)
     k.finish()
     return p

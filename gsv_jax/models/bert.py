@@ -6,6 +6,9 @@ padded batch of token ids. Only the layers up to that hidden state are run.
 
 Parameters are named after the roles, not the Hugging Face module paths; the key map lives in
 ``gsv_jax/convert/hf.py``. Dense kernels are ``[in, out]`` (attention: ``[embed, heads, head_dim]``).
+The layers are one ``nn.scan`` over parameters stacked on a leading layer axis
+(``params["layers"]["layer"][...]``, shape ``[L, ...]``), so the layer body compiles once.
+:func:`apply` runs the stored stack up to the requested hidden state.
 """
 from __future__ import annotations
 
@@ -118,8 +121,9 @@ class Bert(nn.Module):
     """``(input_ids [B, L], attention_mask [B, L]) -> hidden states``.
 
     ``hidden_states`` selects which of the ``num_hidden_layers + 1`` hidden states to return
-    (Python indexing, so ``-3`` is GPT-SoVITS' choice); only the layers needed are run. Returns a
-    tuple of ``[B, L, hidden]`` float arrays in the order given.
+    (Python indexing, so ``-3`` is GPT-SoVITS' choice). Only the layers needed are run, so the
+    stacked layer parameters must hold exactly that many layers (use :func:`apply` or
+    :func:`trim_layers` with the full stack). Returns a tuple of ``[B, L, hidden]`` arrays.
     """
 
     cfg: ml_collections.ConfigDict
@@ -167,18 +171,57 @@ class Bert(nn.Module):
 
         # additive key mask, as Hugging Face: 0 where attended, the dtype minimum elsewhere
         bias = jnp.where(attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min)
-        states = {0: x}
-        for i in range(max(wanted)):
-            x = BertLayer(cfg, name=f"layer_{i}")(x, bias)
-            states[i + 1] = x
+        n_run = max(wanted)
+        states = [x]
+        if n_run:
+            # one compiled layer body, scanned over the stacked layer parameters [L, ...]
+            layers = nn.scan(
+                _ScanLayer,
+                variable_axes={"params": 0},
+                split_rngs={"params": True},
+                in_axes=nn.broadcast,
+                length=n_run,
+                metadata_params={nn.PARTITION_NAME: None},
+            )(cfg, name="layers")
+            _, ys = layers(x, bias)
+            states += [ys[i] for i in range(n_run)]
         return tuple(states[i] for i in wanted)
+
+
+class _ScanLayer(nn.Module):
+    cfg: ml_collections.ConfigDict
+
+    @nn.compact
+    def __call__(self, x, bias):
+        x = BertLayer(self.cfg, name="layer")(x, bias)
+        return x, x
+
+
+def layers_needed(cfg, hidden_states: Sequence[int]) -> int:
+    """How many transformer layers produce the requested hidden states."""
+    n_states = cfg.num_hidden_layers + 1
+    return max(i % n_states for i in hidden_states)
+
+
+def trim_layers(params: dict, n_layers: int) -> dict:
+    """Keep the first ``n_layers`` of the stacked layer parameters (what :class:`Bert` expects
+    when it runs only part of the stack). Works inside jit."""
+    if "layers" not in params:
+        return params
+    return {**params, "layers": jax.tree.map(lambda a: a[:n_layers], params["layers"])}
+
+
+def apply(cfg, params, input_ids, attention_mask=None, token_type_ids=None, hidden_states=(-1,)):
+    """``Bert(cfg).apply`` on the full stored parameters, running only the layers needed."""
+    params = trim_layers(params, layers_needed(cfg, hidden_states))
+    return Bert(cfg).apply({"params": params}, input_ids, attention_mask, token_type_ids, hidden_states)
 
 
 def init_params(cfg: ml_collections.ConfigDict, seed: int = 0, length: int = 8) -> dict:
     """Random parameters (plain dict) with every layer, e.g. for benchmarks."""
     model = Bert(cfg)
     ids = jnp.zeros((1, length), jnp.int32)
-    variables = jax.jit(
-        lambda key: model.init(key, ids, hidden_states=(cfg.num_hidden_layers,))
-    )(jax.random.PRNGKey(seed))
+    variables = jax.jit(lambda key: model.init(key, ids, hidden_states=(cfg.num_hidden_layers,)))(
+        jax.random.PRNGKey(seed)
+    )
     return nn.meta.unbox(variables["params"])

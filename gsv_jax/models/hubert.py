@@ -10,7 +10,8 @@ Batches are right-padded with per-row sample counts ``lengths``; every row then 
 (unpadded) result: the first layer's group norm takes its statistics over the row's valid frames
 only, padded frames are zeroed before the positional convolution (as Hugging Face does with an
 attention mask) and masked as attention keys. The strided convs have no padding, so the valid
-output frames never see the padding.
+output frames never see the padding. The transformer layers are one ``nn.scan`` over parameters
+stacked on a leading layer axis (``params["layers"]["layer"][...]``).
 """
 from __future__ import annotations
 
@@ -229,11 +230,27 @@ class Hubert(nn.Module):
             x = _layer_norm(cfg.layer_norm_eps, "encoder_norm")(x).astype(dtype)
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
         bias = jnp.where(valid[:, None, None, :], 0.0, jnp.finfo(jnp.float32).min)
-        for i in range(cfg.num_hidden_layers):
-            x = HubertLayer(cfg, name=f"layer_{i}")(x, bias)
+        if cfg.num_hidden_layers:
+            layers = nn.scan(
+                _ScanLayer,
+                variable_axes={"params": 0},
+                split_rngs={"params": True},
+                in_axes=nn.broadcast,
+                length=cfg.num_hidden_layers,
+                metadata_params={nn.PARTITION_NAME: None},
+            )(cfg, name="layers")
+            x, _ = layers(x, bias)
         if cfg.do_stable_layer_norm:
             x = _layer_norm(cfg.layer_norm_eps, "encoder_norm")(x).astype(dtype)
         return x, valid
+
+
+class _ScanLayer(nn.Module):
+    cfg: ml_collections.ConfigDict
+
+    @nn.compact
+    def __call__(self, x, bias):
+        return HubertLayer(self.cfg, name="layer")(x, bias), None
 
 
 def init_params(cfg: ml_collections.ConfigDict, seed: int = 0) -> dict:
