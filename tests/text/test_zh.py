@@ -1,6 +1,7 @@
 """Mandarin frontend vs the original's outputs (tests/fixtures/text_zh_cases.json, made by running the
 original frontend as an oracle): exact phones, word2ph and norm_text for v1 and v2 (G2PW off)."""
 import json
+import os
 import pathlib
 
 import pytest
@@ -169,3 +170,17 @@ def test_g2pw_bad_folder_is_a_clear_error(tmp_path):
         chinese.set_g2pw_model(None)
     with pytest.raises(ValueError, match="bert_dir"):
         chinese.set_g2pw_model(str(tmp_path))
+
+
+def test_g2pw_from_environment(monkeypatch):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("opencc")
+    chinese.set_g2pw_model(None)
+    monkeypatch.setenv("GSV_G2PW_MODEL_DIR", str(G2PW_TINY / "model"))
+    with pytest.raises(ValueError, match="GSV_G2PW_BERT_DIR"):
+        text.clean_text("银行", "zh")
+    monkeypatch.setenv("GSV_G2PW_BERT_DIR", str(G2PW_TINY / "bert"))
+    monkeypatch.setenv("GSV_G2PW_POLYPHONIC", os.pathsep.join(
+        [str(G2PW_TINY / "polyphonic.rep"), str(G2PW_TINY / "polyphonic-fix.rep")]))
+    case = json.loads(G2PW_FIXTURE.read_text(encoding="utf-8"))["cases"][0]  # the original's output
+    assert " ".join(text.clean_text(case["text"], "zh")[0]) == case["v2"]["phones"]
