@@ -235,3 +235,24 @@ def test_s1_and_s2_training_pipelines_read_the_result(tmp_path):
     s2 = S2BatchIterator(ds, S2DataConfig(batch_size=2, num_threads=1))
     b2 = next(s2)
     assert b2["ssl"].shape[0] == 2 and b2["ssl"].shape[2] == 768 and b2["wav"].shape[0] == 2
+
+
+def test_exported_folder_loads_in_torch_and_original_readers(tmp_path):
+    torch = pytest.importorskip("torch")
+    from gsv_jax.data.original_s1 import OriginalS1Folder
+    from gsv_jax.data.s2_pipeline import OriginalS2Folder
+
+    from .fakes import fake_models as fm
+
+    prepare(DEMO_LIST, tmp_path / "ds", fm(fake_text=True), progress=False)
+    exp = tmp_path / "exp"
+    original_layout.export_original(tmp_path / "ds", exp, half=True, progress=False)
+    ds = open_dataset(tmp_path / "ds")
+    item = ds[0]
+    ssl = torch.load(exp / "4-cnhubert" / f"{item['name']}.pt", map_location="cpu")
+    assert ssl.dtype == torch.float16 and tuple(ssl.shape) == (1, 768, item["ssl"].shape[1])
+    np.testing.assert_array_equal(ssl.numpy()[0], item["ssl"])
+    zh = next(ds[i] for i in range(len(ds)) if ds[i]["lang"] == "zh")
+    bert = torch.load(exp / "3-bert" / f"{zh['name']}.pt", map_location="cpu")
+    np.testing.assert_array_equal(bert.numpy(), zh["bert"])
+    assert len(OriginalS1Folder(str(exp))) == len(ds) and len(OriginalS2Folder(str(exp))) == len(ds)
