@@ -54,12 +54,13 @@ class S2:
     """
 
     def __init__(self, config: S2ModelConfig, params: dict, *, buffers: dict | None = None, hparams=None,
-                 info: str | None = None):
+                 info: str | None = None, key_order: list | None = None):
         self.config = config
         self.params = params
         self.buffers = buffers or {}
         self.hparams = hparams
         self.info = info
+        self.key_order = key_order  # state-dict order of the source file (kept on export)
         self._infer_params = None
         self.model = SynthesizerTrn(config, weight_norm=False)
         self._jit_latent, self._jit_ref, self._jit_decode = _jitted(config)
@@ -262,7 +263,7 @@ class S2:
         buffers = self.buffers or conv.default_buffers(
             np.asarray(params["quantizer"]["vq"]["layers_0"]["_codebook"]["embed"]))
         return conv.params_to_state_dict(params, _wn_layers(self.config), dtype=dtype, drop_enc_q=not with_enc_q,
-                                         buffers=buffers)
+                                         buffers=buffers, key_order=self.key_order)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -335,7 +336,7 @@ def load_s2(path, *, config: dict | None = None) -> S2:
     cfg = S2ModelConfig.from_mapping(model_cfg)
     has_enc_q = any(k.startswith("enc_q.") for k in sd)
     params, buffers = conv.state_dict_to_params(sd, _template(cfg, has_enc_q), where=str(path))
-    return S2(cfg, params, buffers=buffers, hparams=hps, info=meta.get("info"))
+    return S2(cfg, params, buffers=buffers, hparams=hps, info=meta.get("info"), key_order=list(sd))
 
 
 def _load_own(path: pathlib.Path) -> S2:

@@ -298,7 +298,7 @@ def _is_wn_layer(sd, layer):
 
 
 def params_to_state_dict(params: dict, wn_layers: set[str], *, dtype=np.float16, drop_enc_q: bool = True,
-                         buffers: dict | None = None) -> dict:
+                         buffers: dict | None = None, key_order: list | None = None) -> dict:
     """Our tree -> an original state dict (``weight_g/weight_v`` for every layer in ``wn_layers``)."""
     flat = _flatten(params)
     sd = {}
@@ -317,6 +317,9 @@ def params_to_state_dict(params: dict, wn_layers: set[str], *, dtype=np.float16,
     # order like the original: keep the module order of the model (enc_p, dec, enc_q, flow, ref_enc, ssl_proj, quantizer)
     order = ["enc_p.", "dec.", "enc_q.", "flow.", "ref_enc.", "ssl_proj.", "quantizer."]
     ranked = sorted(sd, key=lambda k: next((i for i, p in enumerate(order) if k.startswith(p)), len(order)))
+    if key_order:  # the order of the file the model came from
+        pos = {k: i for i, k in enumerate(key_order)}
+        ranked = sorted(ranked, key=lambda k: pos.get(k, len(pos)))
     return {k: np.ascontiguousarray(sd[k].astype(dtype) if np.issubdtype(sd[k].dtype, np.floating) else sd[k])
             for k in ranked}
 

@@ -71,7 +71,7 @@ def test_export_loads_in_torch(s2, tmp_path):
     assert set(obj["weight"]) == set(sd)
     for k, v in sd.items():
         assert np.array_equal(obj["weight"][k].numpy(), v), k
-    assert obj["config"].model["inter_channels"] == 32
+    assert obj["config"].model.inter_channels == 32
 
 
 def _folded(s2):
