@@ -31,7 +31,10 @@ def syllable_phones(initial: str, final: str) -> list[str]:
         if initial not in PUNCTUATION:
             raise AssertionError(f"{initial!r} is neither a syllable nor one of the marks {PUNCTUATION}")
         return [initial]
-    tone, bare = final[-1:], final[:-1]
+    if not final:  # pypinyin gives no final for m/n/ng/hm/hng readings; the original fails with IndexError
+        raise IndexError(f"pinyin {initial!r} has no final (a reading such as hm/ng that the opencpop "
+                         "inventory lacks); the original fails on it as well")
+    tone, bare = final[-1], final[:-1]
     if tone not in ("1", "2", "3", "4", "5"):
         raise AssertionError(f"pinyin final {final!r} has no tone digit 1-5")
     pinyin = initial + bare

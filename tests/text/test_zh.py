@@ -116,6 +116,8 @@ def test_unknown_syllable_is_a_clear_error():
         zh_pinyin.syllable_phones("", "ng2")
     with pytest.raises(AssertionError, match="tone"):
         zh_pinyin.syllable_phones("b", "a")
+    with pytest.raises(IndexError, match="no final"):  # 噷 (hm): the original fails with IndexError too
+        zh_pinyin.syllable_phones("h", "")
 
 
 # ------------------------------------------------------------------------------------------------ G2PW
