@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", default="0/1", help="i/n: this worker's share of the utterances (default 0/1)")
     p.add_argument("--chunk-items", type=int, default=64, help="items per resumable chunk (default 64)")
     p.add_argument("--chunk-seconds", type=float, default=120.0, help="publish a chunk at least this often")
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="clips per HuBERT call (padded batch, same results; >1 pays off on accelerators)")
     p.add_argument("--retry-failed", action="store_true", help="try items that failed in an earlier run again")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--import-original", metavar="EXP_DIR",
@@ -74,7 +76,7 @@ def main(argv=None) -> int:
     summary = prepare.prepare(args.list, args.out, models, stages=stages, shard=shard, num_shards=num_shards,
                               wav_dir=args.wav_dir, version=args.version, chunk_items=args.chunk_items,
                               chunk_seconds=args.chunk_seconds, retry_failed=args.retry_failed,
-                              progress=not args.no_progress,
+                              progress=not args.no_progress, batch_size=args.batch_size,
                               meta={"models": {"bert": args.bert, "hubert": args.hubert, "sovits": args.sovits}})
     print(prepare.format_summary(summary))
     return 0

@@ -261,6 +261,8 @@ class Models:
     bert: Callable | None = None
     hubert: Callable | None = None
     extract_latent: Callable | None = None
+    # optional: many clips in one padded call, each result equal to its solo call
+    hubert_batch: Callable | None = None  # [wav16k_i] -> [[768, T_i]]
 
 
 def text_item(entry: Entry, models: Models, version: str) -> dict[str, Any]:
@@ -288,8 +290,8 @@ def text_item(entry: Entry, models: Models, version: str) -> dict[str, Any]:
     return record
 
 
-def audio_item(entry: Entry, models: Models) -> tuple[dict[str, Any], float]:
-    """-> (record with wav32k and ssl, duration in seconds)."""
+def decode_audio(entry: Entry) -> tuple[np.ndarray, np.ndarray, float]:
+    """Load, check and mix one clip -> (HuBERT input at 16 kHz, int16 32 kHz wav, seconds)."""
     from gsv_jax import audio
 
     if not os.path.isfile(entry.wav):
@@ -307,13 +309,25 @@ def audio_item(entry: Entry, models: Models) -> tuple[dict[str, Any], float]:
         raise ItemError(f"peak amplitude {peak:.2f} > {MAX_PEAK} (the original skips such clips)")
     if peak < SILENT_PEAK:
         raise ItemError(f"silent audio (peak {peak:.1e})")
+    if x.size < 1280:
+        raise ItemError(f"clip too short ({x.size / audio.MODEL_SR * 1000:.0f} ms) for a semantic token")
     hubert_in, wav32k = audio.prepare_clip(x)
-    ssl = _features_2d(models.hubert(hubert_in), 768, "HuBERT")
+    return hubert_in, wav32k, x.size / audio.MODEL_SR
+
+
+def audio_record(name: str, ssl, wav32k: np.ndarray) -> dict[str, Any]:
+    ssl = _features_2d(ssl, 768, "HuBERT")
     if not np.isfinite(ssl).all():
         raise ItemError("HuBERT features contain NaN/inf")
     if ssl.shape[1] < 2:
-        raise ItemError(f"clip too short ({x.size / audio.MODEL_SR:.3f} s) for a semantic token")
-    return {"name": entry.name, "wav32k": wav32k, "ssl": ssl.astype(np.float16)}, x.size / audio.MODEL_SR
+        raise ItemError(f"HuBERT gave {ssl.shape[1]} frame(s); at least 2 are needed for a semantic token")
+    return {"name": name, "wav32k": wav32k, "ssl": ssl.astype(np.float16)}
+
+
+def audio_item(entry: Entry, models: Models) -> tuple[dict[str, Any], float]:
+    """-> (record with wav32k and ssl, duration in seconds)."""
+    hubert_in, wav32k, seconds = decode_audio(entry)
+    return audio_record(entry.name, models.hubert(hubert_in), wav32k), seconds
 
 
 def semantic_item(name: str, ssl: np.ndarray, models: Models) -> dict[str, Any]:
@@ -356,7 +370,7 @@ def _progress(it: Iterable, total: int, desc: str, enable: bool):
 
 def run_stage(stage: str, entries: Sequence[Entry], out, models_fn: Callable[[str], Models], *, version="v2",
               tag: str = "w", chunk_items: int = 64, chunk_seconds: float = 120.0, retry_failed: bool = False,
-              progress: bool = True) -> StageReport:
+              progress: bool = True, batch_size: int = 1) -> StageReport:
     """Run one stage over ``entries`` (already restricted to this worker's shard)."""
     store = StageStore(out, stage)
     report = StageReport(stage, assigned=len(entries))
@@ -378,24 +392,58 @@ def run_stage(stage: str, entries: Sequence[Entry], out, models_fn: Callable[[st
         return report
     models = models_fn(stage)  # loaded only when there is work
     writer = store.writer(f"{tag}-{stage}", chunk_items, chunk_seconds)
+
+    def fail(name: str, err: Exception) -> None:
+        reason = str(err) if isinstance(err, ItemError) else f"{stage} failed: {type(err).__name__}: {err}"
+        writer.fail(name, reason)
+        report.failed[name] = reason
+
+    def add(record: dict[str, Any], seconds: float) -> None:
+        writer.add(record)
+        report.done += 1
+        report.audio_seconds += seconds
+
+    pending: list = []  # audio stage: decoded clips waiting for one batched HuBERT call
+
+    def run_hubert_batch() -> None:
+        outs = None
+        if len(pending) > 1:
+            try:
+                outs = models.hubert_batch([p[1] for p in pending])
+            except Exception:  # find the culprit item by item below
+                outs = None
+        for k, (e, hub_in, wav32k, seconds) in enumerate(pending):
+            try:
+                ssl = outs[k] if outs is not None else models.hubert(hub_in)
+                add(audio_record(e.name, ssl, wav32k), seconds)
+            except Exception as err:
+                fail(e.name, err)
+        pending.clear()
+
+    if stage == "audio" and models.hubert_batch is not None and batch_size > 1:
+        # similar lengths share a batch (less padding): order by file size
+        todo.sort(key=lambda e: os.path.getsize(e.wav) if os.path.isfile(e.wav) else 0)
     t0 = time.perf_counter()
     try:
         for e in _progress(todo, len(todo), stage, progress):
             try:
                 if stage == "text":
-                    writer.add(text_item(e, models, version))
+                    add(text_item(e, models, version), 0.0)
                 elif stage == "audio":
-                    record, seconds = audio_item(e, models)
-                    writer.add(record)
-                    report.audio_seconds += seconds
+                    hub_in, wav32k, seconds = decode_audio(e)
+                    if models.hubert_batch is not None and batch_size > 1:
+                        pending.append((e, hub_in, wav32k, seconds))
+                        if len(pending) >= batch_size:
+                            run_hubert_batch()
+                    else:
+                        add(audio_record(e.name, models.hubert(hub_in), wav32k), seconds)
                 else:
                     ssl = upstream.read(e.name)["ssl"]
-                    writer.add(semantic_item(e.name, ssl, models))
-                    report.audio_seconds += ssl.shape[1] / 50.0
-                report.done += 1
-            except ItemError as err:
-                writer.fail(e.name, str(err))
-                report.failed[e.name] = str(err)
+                    add(semantic_item(e.name, ssl, models), ssl.shape[1] / 50.0)
+            except Exception as err:  # one bad item never stops the run
+                fail(e.name, err)
+        if pending:
+            run_hubert_batch()
         writer.flush()
     finally:
         report.seconds = time.perf_counter() - t0
@@ -474,6 +522,7 @@ def load_models(bert=None, hubert=None, sovits=None) -> Callable[[str], Models]:
 
                 cache["hubert"] = gsv_jax.load_hubert(need("--hubert", hubert))
             m.hubert = cache["hubert"]
+            m.hubert_batch = getattr(cache["hubert"], "features", None)
         elif stage == "semantic":
             if "s2" not in cache:
                 import gsv_jax
@@ -493,7 +542,7 @@ def worker_tag(shard: int, num_shards: int) -> str:
 def prepare(list_path, out, models_fn: Callable[[str], Models], *, stages: Sequence[str] = ("text", "audio",
             "semantic", "pack"), shard: int = 0, num_shards: int = 1, wav_dir=None, version: str = "v2",
             chunk_items: int = 64, chunk_seconds: float = 120.0, retry_failed: bool = False, progress: bool = True,
-            meta: dict | None = None) -> dict[str, Any]:
+            meta: dict | None = None, batch_size: int = 1) -> dict[str, Any]:
     """Run the requested stages for shard ``shard`` of ``num_shards``; returns the summary dict."""
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -508,7 +557,8 @@ def prepare(list_path, out, models_fn: Callable[[str], Models], *, stages: Seque
             reports.append(pack_shard(mine, out, shard, num_shards, m, progress))
         elif stage in STAGES:
             reports.append(run_stage(stage, mine, out, models_fn, version=version, tag=tag, chunk_items=chunk_items,
-                                     chunk_seconds=chunk_seconds, retry_failed=retry_failed, progress=progress))
+                                     chunk_seconds=chunk_seconds, retry_failed=retry_failed, progress=progress,
+                                     batch_size=batch_size))
         else:
             raise ValueError(f"unknown stage {stage!r}; choose from {STAGES + ('pack',)}")
     summary = {

@@ -37,12 +37,19 @@ def fake_clean_text(text, lang, version):
     return ["a1"] * len(norm), ([1] * len(norm) if lang in ("zh", "yue") else None), norm
 
 
-def fake_models(hubert_delay=0.0, fake_text=False):
+def fake_hubert_batch(wavs):
+    if any(len(w) > 30000 for w in wavs):
+        raise ValueError("batch too long")  # exercises the per-item fallback
+    return [fake_hubert(w)[0] for w in wavs]
+
+
+def fake_models(hubert_delay=0.0, fake_text=False, batched=False):
     from gsv_jax import text
 
     def get(stage):
         clean = fake_clean_text if fake_text else text.clean_text
         return Models(clean_text=clean, to_ids=text.cleaned_text_to_sequence, bert=fake_bert,
-                      hubert=lambda w: fake_hubert(w, hubert_delay), extract_latent=fake_extract_latent)
+                      hubert=lambda w: fake_hubert(w, hubert_delay), extract_latent=fake_extract_latent,
+                      hubert_batch=fake_hubert_batch if batched else None)
 
     return get
