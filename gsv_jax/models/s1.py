@@ -117,10 +117,18 @@ class Attention(nn.Module):
         self.drop = nn.Dropout(self.dropout_rate)
 
     def project(self, x):
-        """x [B, T, D] -> q, k, v each [B, H, T, hd]."""
-        w = jnp.asarray(self.qkv_kernel, self.dtype)
-        qkv = jnp.einsum("btd,dshk->sbhtk", x, w) + jnp.asarray(self.qkv_bias, self.dtype)[:, None, :, None, :]
+        """x [B, T, D] -> q, k, v each [B, H, T, hd] (one [D, 3D] matmul)."""
+        b, t, d = x.shape
+        w = jnp.asarray(self.qkv_kernel, self.dtype).reshape(d, 3 * d)
+        qkv = (x @ w).reshape(b, t, 3, self.heads, d // self.heads) + jnp.asarray(self.qkv_bias, self.dtype)
+        qkv = jnp.transpose(qkv, (2, 0, 3, 1, 4))
         return qkv[0], qkv[1], qkv[2]
+
+    def output(self, o):
+        """o [B, T, H, hd] -> [B, T, D] through out_proj."""
+        b, t = o.shape[:2]
+        w = jnp.asarray(self.out_kernel, self.dtype).reshape(self.dim, self.dim)
+        return o.reshape(b, t, self.dim) @ w + jnp.asarray(self.out_bias, self.dtype)
 
     def attend(self, q, k, v, keep, deterministic: bool):
         """Softmax attention; ``keep`` bool broadcastable to [B, H, Tq, Tk] (True = may attend)."""
@@ -129,9 +137,22 @@ class Attention(nn.Module):
         s = jnp.where(keep, s, -jnp.inf)
         p = jax.nn.softmax(s, axis=-1)
         p = self.drop(p, deterministic=deterministic).astype(self.dtype)
-        o = jnp.einsum("bhqt,bhtk->bqhk", p, v)
-        return jnp.einsum("bqhk,hkd->bqd", o, jnp.asarray(self.out_kernel, self.dtype)) + jnp.asarray(
-            self.out_bias, self.dtype)
+        return self.output(jnp.einsum("bhqt,bhtk->bqhk", p, v))
+
+    def attend_cached(self, q, k, v, keep, rk, rv, rkeep):
+        """Single-query attention over a cache plus a small buffer of recent keys/values.
+        q [B, H, 1, hd]; k/v [B, H, T, hd] with keep [B, T]; rk/rv [B, H, C, hd] with rkeep [B, C]."""
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        s = jnp.einsum("bhqk,bhtk->bhqt", q, k).astype(jnp.float32) * scale
+        rs = jnp.einsum("bhqk,bhtk->bhqt", q, rk).astype(jnp.float32) * scale
+        s = jnp.where(keep[:, None, None, :], s, -jnp.inf)
+        rs = jnp.where(rkeep[:, None, None, :], rs, -jnp.inf)
+        m = jnp.maximum(jnp.max(s, axis=-1, keepdims=True), jnp.max(rs, axis=-1, keepdims=True))
+        e, re = jnp.exp(s - m), jnp.exp(rs - m)
+        z = jnp.sum(e, axis=-1, keepdims=True) + jnp.sum(re, axis=-1, keepdims=True)
+        o = jnp.einsum("bhqt,bhtk->bqhk", (e / z).astype(self.dtype), v) + jnp.einsum(
+            "bhqt,bhtk->bqhk", (re / z).astype(self.dtype), rv)
+        return self.output(o)
 
 
 class Block(nn.Module):
@@ -162,16 +183,19 @@ class Block(nn.Module):
         a = self.attn.attend(q, k, v, keep, deterministic)
         return self._finish(x, a, deterministic), (k, v)
 
-    def decode(self, x, cache_k, cache_v, write_index, keep, window: int):
-        """One position per row: x [B, 1, D]; its k/v go to column ``write_index`` of the cache;
-        attention reads the first ``window`` columns where ``keep`` [B, window] is True."""
+    def decode(self, x, cache_k, cache_v, keep, recent_k, recent_v, slot, recent_keep, window: int):
+        """One position per row: x [B, 1, D].  Its k/v go to column ``slot`` of the small
+        ``recent`` buffers [B, H, C, hd]; attention reads the first ``window`` cache columns where
+        ``keep`` [B, window] is True plus the recent columns where ``recent_keep`` [B, C] is True.
+        The big cache is only read here (the caller flushes ``recent`` into it every C steps), so
+        XLA never copies it inside the decode loop."""
         q, k, v = self.attn.project(x)
-        cache_k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, 0, write_index, 0))
-        cache_v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, 0, write_index, 0))
+        recent_k = jax.lax.dynamic_update_slice(recent_k, k.astype(recent_k.dtype), (0, 0, slot, 0))
+        recent_v = jax.lax.dynamic_update_slice(recent_v, v.astype(recent_v.dtype), (0, 0, slot, 0))
         kw = jax.lax.slice_in_dim(cache_k, 0, window, axis=2)
         vw = jax.lax.slice_in_dim(cache_v, 0, window, axis=2)
-        a = self.attn.attend(q, kw, vw, keep[:, None, None, :], True)
-        return self._finish(x, a, True), cache_k, cache_v
+        a = self.attn.attend_cached(q, kw, vw, keep, recent_k, recent_v, recent_keep)
+        return self._finish(x, a, True), recent_k, recent_v
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,17 +368,18 @@ class S1Model(nn.Module):
         h_last = jnp.take_along_axis(h, last[:, None, None], axis=1)[:, 0]
         return self.logits(h_last), kv, valid
 
-    def decode_step(self, tokens, positions, cache: Cache, write_index, keep, window: int):
+    def decode_step(self, tokens, positions, cache: Cache, keep, recent: Cache, slot, recent_keep, window: int):
         """One token per row.  tokens int [B]; positions int [B] (semantic position of the token);
-        cache per layer (k, v) [B, H, T, hd]; the new k/v go to column ``write_index`` (scalar);
-        keep bool [B, window]: key columns each row may attend to (include ``write_index``).
-        Returns (logits [B, V] fp32, new cache)."""
+        cache per layer (k, v) [B, H, T, hd], read-only, first ``window`` columns under ``keep``
+        [B, window]; recent per layer (k, v) [B, H, C, hd]: the new k/v go to column ``slot``,
+        columns under ``recent_keep`` [B, C] are attended (include ``slot``).
+        Returns (logits [B, V] fp32, new recent)."""
         h = self.embed_audio(tokens[:, None], positions[:, None])
-        new_cache = []
-        for layer, (ck, cv) in zip(self.layers, cache):
-            h, ck, cv = layer.decode(h, ck, cv, write_index, keep, window)
-            new_cache.append((ck, cv))
-        return self.logits(h[:, 0]), new_cache
+        new_recent = []
+        for layer, (ck, cv), (rk, rv) in zip(self.layers, cache, recent):
+            h, rk, rv = layer.decode(h, ck, cv, keep, rk, rv, slot, recent_keep, window)
+            new_recent.append((rk, rv))
+        return self.logits(h[:, 0]), tuple(new_recent)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,8 +16,10 @@ s1.md §5.2-5.5), for each row and step ``idx``:
 8. Stop when the argmax or the token is EOS (the token is dropped), or after ``max_new_tokens``.
 
 Decode loop: the batch is prefilled once at bucketed lengths (see ``S1Model.prefill`` for the
-layout), the keys/values go into a preallocated cache ``[B, H, T_cache, hd]`` per layer, and each
-step writes its column with ``dynamic_update_slice``.  Steps run as ``lax.scan`` chunks inside a
+layout), the keys/values go into a preallocated cache ``[B, H, T_cache, hd]`` per layer.  Inside a chunk
+the cache is read-only: each step's keys/values go to a small per-chunk buffer that attention also
+reads, and the chunk is flushed into the cache with one ``dynamic_update_slice`` (so XLA never
+copies the big cache per step).  Steps run as ``lax.scan`` chunks inside a
 ``lax.while_loop`` that stops once every row has ended.  Attention reads only a static window of
 the cache (a power of two); the host moves to the next window (one short host call per window,
 not per token).  Rows end independently; a finished row's outputs are frozen.
@@ -71,10 +73,10 @@ def top_k_filter(logits, top_k):
     return jnp.where(logits < pivot, -jnp.inf, logits)
 
 
-def sample(logits, seen, q, step, *, top_k, top_p, temperature, rp, eos: int):
+def sample(logits, seen, q, step, *, top_k, top_p, temperature, rp, eos: int, eos_ban_steps=EOS_BAN_STEPS):
     """One sampling step for every row.  logits fp32 [B, V]; seen bool [B, V]; q Exp(1) noise [B, V];
-    step: the step index (scalar).  Returns (token [B], argmax of the penalised logits [B])."""
-    logits = jnp.where((jnp.arange(logits.shape[-1]) == eos) & (step < EOS_BAN_STEPS), -jnp.inf, logits)
+    step: the step index (scalar); EOS is removed while ``step < eos_ban_steps`` (the original: 11).  Returns (token [B], argmax of the penalised logits [B])."""
+    logits = jnp.where((jnp.arange(logits.shape[-1]) == eos) & (step < eos_ban_steps), -jnp.inf, logits)
     logits = repetition_penalty(logits, seen, rp)
     greedy = jnp.argmax(logits, axis=-1)
     logits = top_p_filter(logits, top_p)
@@ -161,40 +163,53 @@ class S1Decoder:
             step_logits=jnp.zeros((b, cache_len, v_size), jnp.float32) if record else None)
 
     def _decode_impl(self, params, state: DecodeState, keys, prompt_lens, s_pad, max_new, stop, top_k, top_p,
-                     temperature, rp, *, window: int, record: bool):
+                     temperature, rp, eos_ban_steps, *, window: int, record: bool):
         """Run steps until every row is done or ``step`` reaches ``stop`` (a multiple of chunk)."""
         self.trace_counts["decode"] += 1
         cache_len = state.valid.shape[1]
         model = self._model(cache_len)
-        eos, v_size = self.dims.eos, self.dims.vocab_size
-        rows = jnp.arange(state.valid.shape[0])
+        eos, v_size, c = self.dims.eos, self.dims.vocab_size, self.chunk
+        b = state.valid.shape[0]
+        rows = jnp.arange(b)
 
-        def one_step(st: DecodeState, _):
-            idx = st.step
-            q = jax.vmap(lambda k: jax.random.exponential(jax.random.fold_in(k, idx), (v_size,)))(keys)
-            tok, greedy = sample(st.logits, st.seen, q, idx, top_k=top_k, top_p=top_p, temperature=temperature,
-                                 rp=rp, eos=eos)
-            active = ~st.done
-            hit_eos = (tok == eos) | (greedy == eos)
-            emit = active & ~hit_eos
-            out = st.out.at[:, idx].set(jnp.where(emit, tok, st.out[:, idx]), mode="drop")
-            seen = st.seen.at[rows, tok].set(st.seen[rows, tok] | emit)
-            n_out = st.n_out + emit.astype(jnp.int32)
-            done = st.done | (active & (hit_eos | (n_out >= max_new)))
-            eos_stop = st.eos_stop | (active & hit_eos)
-            step_logits = st.step_logits
-            if record:
-                step_logits = step_logits.at[:, idx].set(st.logits, mode="drop")
-            write = s_pad + idx
-            valid = jax.lax.dynamic_update_slice(st.valid, jnp.ones((st.valid.shape[0], 1), bool), (0, write))
-            logits, cache = model.apply({"params": params}, tok, prompt_lens + idx, st.cache, write,
-                                        valid[:, :window], window, method=S1Model.decode_step)
-            return DecodeState(cache=tuple(cache), valid=valid, logits=logits, seen=seen, out=out, n_out=n_out,
-                               done=done, eos_stop=eos_stop, step=idx + 1, step_logits=step_logits), None
+        def chunk(st: DecodeState) -> DecodeState:
+            cache, keep = st.cache, st.valid[:, :window]  # read-only inside the chunk
+            start = st.step
 
-        def chunk(st):
-            st, _ = jax.lax.scan(one_step, st, None, length=self.chunk)
-            return st
+            def one_step(carry, slot):
+                sm, recent = carry
+                idx = sm["step"]
+                q = jax.vmap(lambda k: jax.random.exponential(jax.random.fold_in(k, idx), (v_size,)))(keys)
+                tok, greedy = sample(sm["logits"], sm["seen"], q, idx, top_k=top_k, top_p=top_p,
+                                     temperature=temperature, rp=rp, eos=eos, eos_ban_steps=eos_ban_steps)
+                active = ~sm["done"]
+                hit_eos = (tok == eos) | (greedy == eos)
+                emit = active & ~hit_eos
+                out = sm["out"].at[:, idx].set(jnp.where(emit, tok, sm["out"][:, idx]), mode="drop")
+                seen = sm["seen"].at[rows, tok].set(sm["seen"][rows, tok] | emit)
+                n_out = sm["n_out"] + emit.astype(jnp.int32)
+                new = dict(out=out, seen=seen, n_out=n_out, step=idx + 1,
+                           done=sm["done"] | (active & (hit_eos | (n_out >= max_new))),
+                           eos_stop=sm["eos_stop"] | (active & hit_eos), step_logits=sm["step_logits"])
+                if record:
+                    new["step_logits"] = sm["step_logits"].at[:, idx].set(sm["logits"], mode="drop")
+                recent_keep = jnp.broadcast_to(jnp.arange(c) <= slot, (b, c))
+                new["logits"], recent = model.apply(
+                    {"params": params}, tok, prompt_lens + idx, cache, keep, recent, slot, recent_keep, window,
+                    method=S1Model.decode_step)
+                return (new, recent), None
+
+            recent = tuple((jnp.zeros(k.shape[:2] + (c,) + k.shape[3:], k.dtype),
+                            jnp.zeros(v.shape[:2] + (c,) + v.shape[3:], v.dtype)) for k, v in cache)
+            small = dict(logits=st.logits, seen=st.seen, out=st.out, n_out=st.n_out, done=st.done,
+                         eos_stop=st.eos_stop, step=st.step, step_logits=st.step_logits)
+            (small, recent), _ = jax.lax.scan(one_step, (small, recent), jnp.arange(c))
+            write = s_pad + start  # flush the chunk's keys/values into the cache
+            cache = tuple((jax.lax.dynamic_update_slice(k, rk, (0, 0, write, 0)),
+                           jax.lax.dynamic_update_slice(v, rv, (0, 0, write, 0)))
+                          for (k, v), (rk, rv) in zip(cache, recent))
+            valid = jax.lax.dynamic_update_slice(st.valid, jnp.ones((b, c), bool), (0, write))
+            return DecodeState(cache=cache, valid=valid, **small)
 
         def cond(st):
             return (st.step < stop) & ~jnp.all(st.done)
@@ -215,9 +230,11 @@ class S1Decoder:
         return tx_pad, p_pad, _pow2_at_least(need, self.min_window)
 
     def generate(self, params, x, x_lens, bert, prompt, prompt_lens, *, top_k=15, top_p=1.0, temperature=1.0,
-                 repetition_penalty=1.35, max_new_tokens=1500, seeds=0, record_logits=False) -> DecodeResult:
+                 repetition_penalty=1.35, max_new_tokens=1500, seeds=0, record_logits=False,
+                 eos_ban_steps: int = EOS_BAN_STEPS) -> DecodeResult:
         """Decode a batch.  x int [B, Tx] / bert [B, 1024, Tx] right-padded with per-row ``x_lens``;
-        prompt int [B, P] right-padded with ``prompt_lens`` (P = 0 or lens 0: reference-free)."""
+        prompt int [B, P] right-padded with ``prompt_lens`` (P = 0 or lens 0: reference-free).
+        ``eos_ban_steps``: EOS is impossible before this step (the original's 11; benchmarks raise it)."""
         import time
 
         x = np.asarray(x)
@@ -243,8 +260,9 @@ class S1Decoder:
         t_prefill = time.perf_counter() - t0
         s_pad = tx_pad + p_pad
         scalars = [jnp.asarray(v, dt) for v, dt in ((top_k, jnp.int32), (top_p, jnp.float32),
-                                                    (temperature, jnp.float32), (repetition_penalty, jnp.float32))]
-        t0 = time.perf_counter()
+                                                    (temperature, jnp.float32), (repetition_penalty, jnp.float32),
+                                                    (eos_ban_steps, jnp.int32))]
+        t0, c0 = time.perf_counter(), time.process_time()
         step, window = 0, _pow2_at_least(s_pad + 1, self.min_window)
         while True:
             window = min(max(window, _pow2_at_least(s_pad + step + 1, self.min_window)), cache_len)
@@ -255,11 +273,11 @@ class S1Decoder:
             step, all_done = int(state.step), bool(jnp.all(state.done))
             if all_done or step >= max_new_tokens:
                 break
-        t_decode = time.perf_counter() - t0
+        t_decode, c_decode = time.perf_counter() - t0, time.process_time() - c0
         out, n_out = np.asarray(state.out), np.asarray(state.n_out)
         rows = [out[i, : n_out[i]].copy() for i in range(b)]
         logits = None
         if record_logits:
             logits = np.asarray(state.step_logits[:, :step])
         return DecodeResult(rows, np.asarray(state.eos_stop), logits,
-                            {"prefill_s": t_prefill, "decode_s": t_decode, "steps": step})
+                            {"prefill_s": t_prefill, "decode_s": t_decode, "decode_cpu_s": c_decode, "steps": step})
