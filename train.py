@@ -53,7 +53,8 @@ from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/s1_v2.py", lock_config=True)
 flags.DEFINE_string("workdir", None, "run folder: checkpoints/, tb/, metrics.jsonl, export/ (resumes from it)")
-flags.DEFINE_string("init_from", None, "original S1 .ckpt to fine-tune from (used when workdir has no checkpoint)")
+flags.DEFINE_string("init_from", None, "original S1 .ckpt to fine-tune from (used when workdir has no checkpoint); "
+                    "S2: G.pth [D.pth] (original G_*/D_*.pth or pretrained s2G/s2D)")
 flags.DEFINE_bool("compile_only", False, "compile the sharded train step, print memory/FLOPs per device, exit")
 flags.DEFINE_string("topology", None, "TPU topology for --compile-only, e.g. v5e-16, v5e:4x4, v4-32, v5p-64, v6e-8 "
                     "(needs `pip install libtpu`; no TPU hardware)")
@@ -149,6 +150,7 @@ def _compile_only(config, task, tx, schedule):
 
 
 def main(argv):
+    extra_args = list(argv[1:])  # S2: `--init-from G.pth D.pth` leaves D.pth as a positional argument
     del argv
     import jax
 
@@ -161,6 +163,16 @@ def main(argv):
     config = _CONFIG.value
     if config is None:
         raise app.UsageError("--config is required, e.g. --config configs/s1_v2.py")
+    if config.get("train", {}).get("task", "s1") == "s2":  # SoVITS GAN training (gsv_jax/train/s2_task.py)
+        if not FLAGS.workdir:
+            raise app.UsageError("--workdir is required (the run folder; training resumes from it)")
+        from gsv_jax.train.s2_task import run_training
+
+        init = [p for p in (FLAGS.init_from or "").split(",") if p] + extra_args
+        run_training(config, FLAGS.workdir, init, stop_after=FLAGS.stop_after or None)
+        return
+    if extra_args:
+        raise app.UsageError(f"unexpected arguments {extra_args}")
     from gsv_jax.train.optim import make_optimizer
     from gsv_jax.train.s1_task import S1Task, make_s1_data
 

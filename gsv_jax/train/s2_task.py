@@ -106,13 +106,13 @@ def lr_at_epoch(o: S2OptimConfig, epoch):
 
 class S2Task:
     def __init__(self, model_cfg: S2ModelConfig, optim: S2OptimConfig | None = None, *, dropout: bool = True,
-                 mel_cfg: dict | None = None):
+                 mel_cfg: dict | None = None, disc_width_div: int = 1):
         self.config = model_cfg
         self.optim = optim or S2OptimConfig()
         # exact_ref_lengths=False: ref_enc sees padded frames as the original training batch does (parity)
         self.model = SynthesizerTrn(model_cfg, weight_norm=True, with_enc_q=True, deterministic=not dropout,
                                     exact_ref_lengths=False)
-        self.disc = MultiPeriodDiscriminator(model_cfg.version)
+        self.disc = MultiPeriodDiscriminator(model_cfg.version, disc_width_div)
         self.mel_cfg = dict(mel_cfg or {})
         self.tx, self.tx_g, self.tx_d = make_gan_tx(self.optim)
 
@@ -124,7 +124,8 @@ class S2Task:
         data = config.get("data", {}) or {}
         mel = {k: data[k] for k in ("filter_length", "hop_length", "win_length", "n_mel_channels", "sampling_rate",
                                     "mel_fmin", "mel_fmax") if k in data}
-        return cls(model_cfg, optim, dropout=bool(train.get("dropout", True)), mel_cfg=mel)
+        return cls(model_cfg, optim, dropout=bool(train.get("dropout", True)), mel_cfg=mel,
+                   disc_width_div=int(train.get("disc_width_div", 1)))
 
     # -- the Task interface ----------------------------------------------------------------------
     def init_params(self, rng):
@@ -371,7 +372,8 @@ def run_training(config, workdir: str, init_from=(), *, stop_after: int | None =
         it = read_iteration(init_from[0])
         if it:
             task = S2Task(task.config, dataclasses.replace(task.optim, epoch_offset=task.optim.epoch_offset + it),
-                          dropout=not task.model.deterministic, mel_cfg=task.mel_cfg)
+                          dropout=not task.model.deterministic, mel_cfg=task.mel_cfg,
+                          disc_width_div=task.disc.width_div)
     mesh = mesh_from_config(config)
     data = make_s2_data(config)
     init_params, extra = None, {}

@@ -79,6 +79,8 @@ def test_latents_and_outputs(run):
     for k in ("z", "z_p", "m_p", "logs_p", "m_q", "logs_q"):
         assert rel(T(out[k]), g[k]) < 1e-5, k
     assert rel(T(out["ge"]), g["ge"]) < 1e-5
+    assert rel(T(out["x"]), g["enc_p_x"]) < 1e-5
+    np.testing.assert_array_equal(T(out["mask"]), g["z_mask"])
     np.testing.assert_allclose(out["y_hat"], g["y_hat"][:, 0], atol=1e-4)
     np.testing.assert_array_equal(out["y_slice"], g["y_slice"][:, 0])
     assert rel(T(out["y_mel"]), g["y_mel"]) < 1e-5

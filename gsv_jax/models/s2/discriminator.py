@@ -26,17 +26,26 @@ _S_LAYERS = ((1, 16, 15, 1, 1, 7), (16, 64, 41, 4, 4, 20), (64, 256, 41, 4, 16, 
 _P_CHANNELS = (1, 32, 128, 512, 1024, 1024)
 
 
+def _w(c: int, width_div: int) -> int:
+    return c if c == 1 else c // width_div
+
+
 class DiscriminatorS(nn.Module):
+    width_div: int = 1  # > 1: every width (and group count) divided, for cheap tests only
+
     @nn.compact
     def __call__(self, y):
         x = y[:, :, None]  # [B, N, 1]
         fmaps = []
+        wd = self.width_div
         for i, (cin, cout, k, s, g, p) in enumerate(_S_LAYERS):
-            x = Conv1d(cin, cout, k, stride=s, groups=g, padding=p, weight_norm=True, name=f"convs_{i}")(x)
+            g = g if g == 1 else max(1, g // wd)
+            x = Conv1d(_w(cin, wd), _w(cout, wd), k, stride=s, groups=g, padding=p, weight_norm=True,
+                       name=f"convs_{i}")(x)
             x = nn.leaky_relu(x, LRELU_SLOPE)
             x = nn.with_logical_constraint(x, ("batch", "length", None))
             fmaps.append(x)
-        x = Conv1d(1024, 1, 3, padding=1, weight_norm=True, name="conv_post")(x)
+        x = Conv1d(_w(1024, wd), 1, 3, padding=1, weight_norm=True, name="conv_post")(x)
         fmaps.append(x)
         return x.reshape(x.shape[0], -1), fmaps
 
@@ -64,6 +73,7 @@ class PeriodConv(nn.Module):
 
 class DiscriminatorP(nn.Module):
     period: int
+    width_div: int = 1
 
     @nn.compact
     def __call__(self, y):
@@ -76,11 +86,12 @@ class DiscriminatorP(nn.Module):
         x = y.reshape(B, h, p).transpose(0, 2, 1).reshape(B * p, h, 1)
         fmaps = []
         for i in range(5):
-            x = PeriodConv(_P_CHANNELS[i], _P_CHANNELS[i + 1], 5, 3 if i < 4 else 1, 2, name=f"convs_{i}")(x)
+            x = PeriodConv(_w(_P_CHANNELS[i], self.width_div), _w(_P_CHANNELS[i + 1], self.width_div), 5,
+                           3 if i < 4 else 1, 2, name=f"convs_{i}")(x)
             x = nn.leaky_relu(x, LRELU_SLOPE)
             x = nn.with_logical_constraint(x, ("batch", "length", None))
             fmaps.append(x)
-        x = PeriodConv(1024, 1, 3, 1, 1, name="conv_post")(x)
+        x = PeriodConv(_w(1024, self.width_div), 1, 3, 1, 1, name="conv_post")(x)
         fmaps.append(x)
         logits = x.reshape(B, p, -1).transpose(0, 2, 1).reshape(B, -1)  # torch order: (h, p)
         return logits, fmaps
@@ -88,15 +99,16 @@ class DiscriminatorP(nn.Module):
 
 class MultiPeriodDiscriminator(nn.Module):
     version: str = "v2"
+    width_div: int = 1  # 1 = the original; 4 = 1/16 of the parameters (tests)
 
     @nn.compact
     def __call__(self, y):
         """``y [B, N]`` -> ``(logits, fmaps)``: lists over the 6 discriminators."""
         if self.version not in PERIODS:
             raise ValueError(f"discriminator version {self.version!r}: v1 and v2 are supported")
-        outs = [DiscriminatorS(name="discriminators_0")(y)]
+        outs = [DiscriminatorS(self.width_div, name="discriminators_0")(y)]
         for i, p in enumerate(PERIODS[self.version]):
-            outs.append(DiscriminatorP(p, name=f"discriminators_{i + 1}")(y))
+            outs.append(DiscriminatorP(p, self.width_div, name=f"discriminators_{i + 1}")(y))
         return [o[0] for o in outs], [o[1] for o in outs]
 
 

@@ -27,7 +27,7 @@ def generator_forward(model: SynthesizerTrn, params, batch: dict, rng=None, *, e
 
     Returns a dict: ``y_hat [B, seg*hop]``, ``y_slice`` (the matching real audio), ``y_hat_mel`` /
     ``y_mel`` ``[B, seg, n_mels]`` (fp32), ``ids``, ``mask [B, T, 1]``, ``z, z_p, m_p, logs_p, m_q,
-    logs_q [B, T, inter]``, ``ge [B, 1, gin]``.
+    logs_q [B, T, inter]``, ``ge [B, 1, gin]``, ``x`` (text-encoder output).
     """
     c = model.config
     mel_cfg = dict(mel_cfg or {})
@@ -44,10 +44,9 @@ def generator_forward(model: SynthesizerTrn, params, batch: dict, rng=None, *, e
     if rand_slice_u is None:
         rand_slice_u = jax.random.uniform(k_slice, (B,), jnp.float32)
     ids = rand_slice_ids(jnp.asarray(rand_slice_u, jnp.float32), batch["spec_lens"], seg)
-    y_hat, ids, mask, (z, z_p, m_p, logs_p, m_q, logs_q), ge = model.apply(
-        {"params": params}, batch["ssl"], spec, batch["spec_lens"], batch["text"], batch["text_lens"],
-        enc_q_noise=enc_q_noise, slice_ids=ids, rngs={"dropout": k_drop})
-    y_hat = y_hat.reshape(B, -1).astype(jnp.float32)
+    o = model.apply({"params": params}, batch["ssl"], spec, batch["spec_lens"], batch["text"], batch["text_lens"],
+                    enc_q_noise=enc_q_noise, slice_ids=ids, rngs={"dropout": k_drop})
+    y_hat = o["y_hat"].reshape(B, -1).astype(jnp.float32)
     n_fft = mel_cfg.get("filter_length", 2048)
     n_mels = mel_cfg.get("n_mel_channels", 128)
     sr = mel_cfg.get("sampling_rate", 32000)
@@ -61,4 +60,5 @@ def generator_forward(model: SynthesizerTrn, params, batch: dict, rng=None, *, e
     y_slice = jax.vmap(lambda w, i: jax.lax.dynamic_slice_in_dim(w, i * hop, seg * hop))(
         batch["wav"].astype(jnp.float32), ids)
     return dict(y_hat=y_hat, y_slice=y_slice, y_mel=jnp.swapaxes(y_mel, 1, 2), y_hat_mel=jnp.swapaxes(y_hat_mel, 1, 2),
-                ids=ids, mask=mask, z=z, z_p=z_p, m_p=m_p, logs_p=logs_p, m_q=m_q, logs_q=logs_q, ge=ge)
+                ids=ids, mask=o["mask"], z=o["z"], z_p=o["z_p"], m_p=o["m_p"], logs_p=o["logs_p"], m_q=o["m_q"],
+                logs_q=o["logs_q"], ge=o["ge"], x=o["x"])
