@@ -53,7 +53,7 @@ def make_corpus(folder: pathlib.Path, n: int, lo: float, hi: float, seed: int = 
     return lst, total
 
 
-def build_models(vocab_dir: pathlib.Path):
+def build_models(vocab_dir: pathlib.Path, stages=("text", "audio", "semantic")):
     import jax
     from transformers import BertTokenizer
 
@@ -70,17 +70,20 @@ def build_models(vocab_dir: pathlib.Path):
     (vocab_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     tok = BertTokenizer(str(vocab_dir / "vocab.txt"))
     t0 = time.perf_counter()
-    bcfg = bert_lib.bert_config()
-    bert = BertFeatures(bcfg, bert_lib.init_params(bcfg), tok)
+    models = Models(clean_text=text.clean_text, to_ids=text.cleaned_text_to_sequence)
+    sizes = {}
+    if "text" in stages:
+        bcfg = bert_lib.bert_config()
+        bert = BertFeatures(bcfg, bert_lib.init_params(bcfg), tok)
+        models.bert, sizes["bert_params"] = bert.phone_features, _count(bert.params)
+    # the audio stage's output feeds the semantic stage, so both need HuBERT
     hcfg = hubert_lib.hubert_config()
     hubert = HubertFeatures(hcfg, hubert_lib.init_params(hcfg))
+    models.hubert, models.hubert_batch, sizes["hubert_params"] = hubert, hubert.features, _count(hubert.params)
     scfg = S2ModelConfig()
     s2 = S2(scfg, init_params(scfg, jax.random.PRNGKey(0), with_enc_q=False))
+    models.extract_latent, sizes["s2_params"] = s2.extract_latent, _count(s2.params)
     init_s = time.perf_counter() - t0
-    models = Models(clean_text=text.clean_text, to_ids=text.cleaned_text_to_sequence, bert=bert.phone_features,
-                    hubert=hubert, extract_latent=s2.extract_latent)
-    sizes = {"bert_params": _count(bert.params), "hubert_params": _count(hubert.params),
-             "s2_params": _count(s2.params)}
     return models, init_s, sizes
 
 
@@ -95,6 +98,8 @@ def main():
     ap.add_argument("--clips", type=int, default=12)
     ap.add_argument("--min-sec", type=float, default=3.0)
     ap.add_argument("--max-sec", type=float, default=8.0)
+    ap.add_argument("--stages", default="text,audio,semantic", help="comma-separated subset to time")
+    ap.add_argument("--batch-size", type=int, default=1, help="clips per HuBERT call")
     args = ap.parse_args()
 
     from gsv_jax.data.prepare import prepare
@@ -102,15 +107,17 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         lst, audio_s = make_corpus(tmp / "corpus", args.clips, args.min_sec, args.max_sec)
-        models, init_s, sizes = build_models(tmp)
+        stages = [x for x in args.stages.split(",") if x]
+        models, init_s, sizes = build_models(tmp, stages)
         # warm the text frontend's dictionaries outside the timings (a one-off per process)
         models.clean_text("你好。", "zh", "v2")
         results = {}
         for run in ("cold", "warm"):
             out = tmp / f"out_{run}"
-            for stage in ("text", "audio", "semantic", "pack"):
+            run_stages = [x for x in ("text", "audio", "semantic") if x in stages or (x == "audio" and "semantic" in stages)]
+            for stage in run_stages + (["pack"] if len(run_stages) == 3 else []):
                 t0 = time.perf_counter()
-                s = prepare(lst, out, lambda _s: models, stages=[stage], progress=False)
+                s = prepare(lst, out, lambda _s: models, stages=[stage], progress=False, batch_size=args.batch_size)
                 wall = time.perf_counter() - t0
                 st = s["stages"][stage]
                 n = st["new"] if stage != "pack" else args.clips
@@ -122,11 +129,12 @@ def main():
                 }
         warm = {k: v["warm"]["clips_per_s"] for k, v in results.items() if k != "pack"}
         bound = min(warm, key=warm.get)
-        total_warm = sum(v["warm"]["seconds"] for v in results.values())
+        total_warm = sum(v["warm"]["seconds"] for v in results.values())  # of the stages run
         report = {
             "bench": "prepare",
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                         "load_average_1min_at_end": round(os.getloadavg()[0], 1)},
+            "batch_size": args.batch_size,
             "corpus": {"clips": args.clips, "audio_seconds": round(audio_s, 2),
                        "mean_clip_seconds": round(audio_s / args.clips, 2), "text": "20-char Mandarin lines"},
             "models": {**sizes, "init_seconds": round(init_s, 1), "weights": "random, full size"},

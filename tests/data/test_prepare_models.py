@@ -46,7 +46,7 @@ def test_cli_prepares_demo_with_tiny_models(tmp_path, golden):
     hubert = tiny_hubert_folder(tmp_path / "hubert")
     out = tmp_path / "ds"
     cmd = [sys.executable, str(REPO / "data" / "prepare.py"), "--list", str(DEMO), "--out", str(out),
-           "--bert", str(bert), "--hubert", str(hubert), "--sovits", str(s2), "--no-progress"]
+           "--bert", str(bert), "--hubert", str(hubert), "--sovits", str(s2), "--no-progress", "--batch-size", "2"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout + res.stderr
     from gsv_jax.data.prepare import read_list
