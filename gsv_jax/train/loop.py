@@ -107,20 +107,35 @@ def run(task, tx, schedule, data_iter, workdir: str, mesh, cfg: LoopConfig, *, i
              + f": {count_params(state.params):,} parameters")
 
     first = next(data_iter)
-    spec = {k: jax.ShapeDtypeStruct((np.asarray(v).shape[0] * jax.process_count(),) + np.asarray(v).shape[1:],
-                                    np.asarray(v).dtype) for k, v in first.items()}
-    b_sh = batch_shardings(spec, mesh)
-    if hasattr(task, "make_step_fn"):  # tasks with their own update rule (the S2 GAN: D step, then G step)
-        raw_step = task.make_step_fn(tx, schedule)
-    else:
-        raw_step = make_step_fn(task, tx, schedule, accum_steps=cfg.accum_steps, accum_reduce=cfg.accum_reduce,
-                                grad_clip=cfg.grad_clip)
-    step_fn = jit_step(raw_step, shardings, b_sh, mesh)
-    t0 = time.perf_counter()
-    compiled = step_fn.lower(with_shardings(abstract, shardings), spec, rng).compile()
-    report = compiled_report(compiled)
-    report["compile_seconds"] = time.perf_counter() - t0
-    _say(format_report(report) + f" (compiled in {report['compile_seconds']:.1f}s)")
+    step_fn = None
+    compiled_by_shape: dict = {}  # one executable per padded batch shape (few, by the data buckets)
+    report: dict = {}
+
+    def spec_of(batch):
+        return {k: jax.ShapeDtypeStruct((np.asarray(v).shape[0] * jax.process_count(),) + np.asarray(v).shape[1:],
+                                        np.asarray(v).dtype) for k, v in batch.items()}
+
+    def compiled_for(batch):
+        nonlocal step_fn, report
+        key = tuple(sorted((k, np.asarray(v).shape, str(np.asarray(v).dtype)) for k, v in batch.items()))
+        if key not in compiled_by_shape:
+            spec = spec_of(batch)
+            b_sh = batch_shardings(spec, mesh)
+            step_fn = jit_step(make_step_fn(task, tx, schedule, accum_steps=cfg.accum_steps,
+                                            accum_reduce=cfg.accum_reduce, grad_clip=cfg.grad_clip),
+                               shardings, b_sh, mesh)
+            t0 = time.perf_counter()
+            compiled = step_fn.lower(with_shardings(abstract, shardings), spec, rng).compile()
+            rep = compiled_report(compiled)
+            rep["compile_seconds"] = time.perf_counter() - t0
+            shape_txt = ", ".join(f"{k}{tuple(v.shape)}" for k, v in spec.items())
+            _say(format_report(rep) + f" (compiled in {rep['compile_seconds']:.1f}s for {shape_txt})")
+            if not report:
+                report = rep
+            compiled_by_shape[key] = (compiled, b_sh)
+        return compiled_by_shape[key]
+
+    compiled_for(first)
 
     logger = _Logger(workdir, cfg.tensorboard, jax.process_index() == 0)
     start = int(jax.device_get(state.step))
@@ -141,6 +156,7 @@ def run(task, tx, schedule, data_iter, workdir: str, mesh, cfg: LoopConfig, *, i
             for step in range(start, end):
                 if batch is None:
                     batch = next(data_iter)
+                compiled, b_sh = compiled_for(batch)
                 state, metrics = compiled(state, to_device_batch(batch, b_sh), base_rng)
                 batch = None
                 done = step + 1

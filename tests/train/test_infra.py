@@ -42,7 +42,7 @@ def synthetic_items(n, seed=0, max_y=60):
 
 
 def tiny_data(batch_size, seed=0, n=24):
-    cfg = S1DataConfig(batch_size=batch_size, seed=seed, y_buckets=(32, 64), x_buckets=(16,), num_threads=1)
+    cfg = S1DataConfig(batch_size=batch_size, seed=seed, y_buckets=(64,), x_buckets=(16,), num_threads=1)
     return S1BatchIterator(InMemoryS1Reader(synthetic_items(n)), cfg)
 
 
