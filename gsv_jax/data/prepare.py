@@ -128,6 +128,8 @@ def parse_shard(spec: str) -> tuple[int, int]:
 class StageStore:
     """Results of one stage: ``<out>/work/<stage>/<chunk>.array_record`` + ``<chunk>.json`` manifests."""
 
+    MAX_OPEN = 64
+
     def __init__(self, out, stage: str):
         self.stage = stage
         self.dir = pathlib.Path(out) / "work" / stage
@@ -160,6 +162,8 @@ class StageStore:
         if reader is None:
             from array_record.python.array_record_module import ArrayRecordReader
 
+            if len(self._readers) >= self.MAX_OPEN:  # thousands of chunks: stay under the open-file limit
+                self.close()
             reader = self._readers[path] = ArrayRecordReader(str(path), "readahead_buffer_size:0")
         return dsformat.decode_record(reader.read([k])[0])
 

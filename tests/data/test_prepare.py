@@ -269,3 +269,17 @@ def test_batched_hubert_gives_the_same_dataset(tmp_path):
     for i in range(len(a)):
         for k in ("ssl", "wav32k", "semantic"):
             np.testing.assert_array_equal(a[i][k], b[i][k])
+
+
+def test_many_small_chunks_and_few_open_files(tmp_path, monkeypatch):
+    from .fakes import fake_models as fm
+
+    monkeypatch.setattr(StageStore, "MAX_OPEN", 2)
+    prepare(DEMO_LIST, tmp_path / "a", fm(fake_text=True), progress=False, chunk_items=1)
+    prepare(DEMO_LIST, tmp_path / "b", fm(fake_text=True), progress=False, chunk_items=100)
+    assert len(list((tmp_path / "a" / "work" / "audio").glob("*.json"))) == 7
+    a, b = open_dataset(tmp_path / "a"), open_dataset(tmp_path / "b")
+    assert list(a.names) == list(b.names)
+    for i in range(len(a)):
+        np.testing.assert_array_equal(a[i]["ssl"], b[i]["ssl"])
+        np.testing.assert_array_equal(a[i]["semantic"], b[i]["semantic"])
