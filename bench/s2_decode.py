@@ -37,7 +37,7 @@ def main():
     cfg = S2ModelConfig.from_mapping(mod.get_config().model)
 
     t0 = time.perf_counter()
-    s2 = new_s2(cfg, seed=0, with_enc_q=False)
+    s2 = new_s2(cfg, seed=0, with_enc_q=False, fast=True)
     _ = s2.infer_params
     init_s = time.perf_counter() - t0
 

@@ -359,8 +359,26 @@ def save_s2_torch(s2: S2, path, *, info: str | None = None) -> None:
     conv.write_s2_export(path, s2.state_dict(), hps, info=info or s2.info or "gsv_jax export")
 
 
-def new_s2(config: S2ModelConfig, seed: int = 0, *, with_enc_q: bool = True) -> S2:
-    """A freshly initialised model (random weights), e.g. for benchmarks or training from scratch."""
-    params = jax.device_get(init_params(config, jax.random.PRNGKey(seed), weight_norm=True, with_enc_q=with_enc_q))
-    params = jax.tree_util.tree_map(np.asarray, params)
-    return S2(config, params)
+def new_s2(config: S2ModelConfig, seed: int = 0, *, with_enc_q: bool = True, fast: bool = False) -> S2:
+    """A freshly initialised model (random weights). ``fast=True`` fills the parameter shapes with numpy
+    draws of the right scale (no XLA compile of the initialiser; for benchmarks), otherwise the modules'
+    own initialisers (as for training from scratch)."""
+    if not fast:
+        params = jax.device_get(init_params(config, jax.random.PRNGKey(seed), weight_norm=True,
+                                            with_enc_q=with_enc_q))
+        return S2(config, jax.tree_util.tree_map(np.asarray, params))
+    rng = np.random.default_rng(seed)
+    flat = {}
+    for path, leaf in conv._flatten(_template(config, with_enc_q)).items():
+        shape, name = tuple(leaf.shape), path[-1]
+        if name in ("bias", "beta"):
+            v = np.zeros(shape, np.float32)
+        elif name == "gamma":
+            v = np.ones(shape, np.float32)
+        elif name == "weight_g":
+            v = np.ones(shape, np.float32)
+        else:
+            fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+            v = (rng.standard_normal(shape) / np.sqrt(max(fan_in, 1))).astype(np.float32)
+        flat[path] = v
+    return S2(config, conv._unflatten(flat))
