@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--noise-scale", type=float, default=0.5)
     s.add_argument("--pause", type=float, default=0.3, help="seconds of silence after each fragment")
+    s.add_argument("--max-new-tokens", type=int, default=None,
+                   help="cap on semantic tokens per segment (25 per second of speech); default 1500 (100 in --selftest)")
 
     p.add_argument("--selftest", action="store_true",
                    help="run the whole path on tiny random weights (seconds, no downloads) and exit")
@@ -139,7 +141,8 @@ def run(args) -> dict:
     wav, sr = tts.synthesize(text, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
                              repetition_penalty=args.repetition_penalty, speed=args.speed, cut=args.cut,
                              noise_scale=args.noise_scale, seed=args.seed, batch_size=args.batch_size,
-                             pause=args.pause, progress=_progress_printer(args.quiet), **kw)
+                             pause=args.pause, max_new_tokens=args.max_new_tokens or (100 if args.selftest else 1500),
+                             progress=_progress_printer(args.quiet), **kw)
     wall = time.perf_counter() - t0
     args.out.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(args.out), np.asarray(wav, np.float32), sr)

@@ -138,6 +138,7 @@ class TTS:
             enable_compilation_cache(None if compilation_cache is True else compilation_cache)
         self._ref_cache: dict = {}
         self._text_cache: dict = {}
+        self._bert_seconds = 0.0
         self.last_timings: dict = {}
 
     # ---------------------------------------------------------------------------------- loading
@@ -157,7 +158,7 @@ class TTS:
 
     def _check_versions(self):
         n_symbols = 322 if self.version == "v1" else 732
-        s1_vocab = int(self.s1.config.phoneme_vocab_size)
+        s1_vocab = int(self.s1.config.model.phoneme_vocab_size)
         if s1_vocab < n_symbols:
             raise ValueError(
                 f"mismatched models: the SoVITS model is {self.version} (phoneme table of {n_symbols}) but the "
@@ -185,7 +186,9 @@ class TTS:
             lang = seg_lang.replace("all_", "")
             phones, word2ph, norm_text = text_lib.clean_text(seg_text, lang, version=self.version)
             ids = np.asarray(text_lib.cleaned_text_to_sequence(phones, version=self.version), np.int32)
+            t0 = time.perf_counter()
             bert = self.bert.features_for(lang, norm_text, word2ph, len(ids))
+            self._bert_seconds += time.perf_counter() - t0
             parts.append(PhoneSequence(ids, np.asarray(bert, np.float32), norm_text))
         if not parts:
             raise ValueError(f"no speakable text in {text!r}")
@@ -258,6 +261,7 @@ class TTS:
         progress("reference", 1, 1)
 
         t0 = time.perf_counter()
+        bert_before = self._bert_seconds
         prompt_seq = None
         if not ref_free:
             if ref_lang not in self.languages:
@@ -269,7 +273,8 @@ class TTS:
         for i, seg in enumerate(segments):
             targets.append(self.phones_and_bert(seg, text_lang))
             progress("text", i + 1, len(segments))
-        timings["frontend"] += time.perf_counter() - t0
+        timings["bert"] = self._bert_seconds - bert_before
+        timings["frontend"] += time.perf_counter() - t0 - timings["bert"]
 
         # S1: batched over segments
         t0 = time.perf_counter()

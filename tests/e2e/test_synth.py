@@ -1,0 +1,132 @@
+"""End-to-end synthesis on tiny random models: TTS API, infer.py, determinism, compile counts, bad input."""
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import soundfile as sf
+
+from gsv_jax import selftest, synth
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+GREEDY = dict(top_k=1, noise_scale=0.0, max_new_tokens=24, seed=0)
+
+
+class CompileCounter:
+    """Counts XLA backend compilations while active."""
+
+    def __init__(self):
+        self.count = 0
+        jax.monitoring.register_event_duration_secs_listener(self._on_event)
+        self.active = False
+
+    def _on_event(self, name, *args, **kwargs):
+        if self.active and name == "/jax/core/compile/backend_compile_duration":
+            self.count += 1
+
+    def __enter__(self):
+        self.count, self.active = 0, True
+        return self
+
+    def __exit__(self, *exc):
+        self.active = False
+
+
+@pytest.fixture(scope="module")
+def tts():
+    return selftest.tiny_tts()
+
+
+@pytest.fixture(scope="module")
+def ref(tmp_path_factory):
+    return selftest.write_selftest_reference(tmp_path_factory.mktemp("ref") / "ref.wav")
+
+
+def test_synthesize_shape_rate_and_determinism(tts, ref):
+    text = "今天天气很不错。我们一起去公园散步吧！"
+    wav, sr = tts.synthesize(text, "zh", ref, "这是参考音频。", "zh", cut="cut5", **GREEDY)
+    assert sr == 32000 and wav.dtype == np.float32 and wav.ndim == 1
+    t = tts.last_timings
+    assert t["segments"] == 2
+    # each segment: tokens * 2 frames * 640 samples, plus 0.3 s pause; greedy tiny model never hits EOS here
+    per_segment = 24 * 2 * 640 + int(0.3 * 32000)
+    assert len(wav) == 2 * per_segment
+    assert np.all(np.isfinite(wav)) and np.abs(wav).max() <= 1.0
+    again, _ = tts.synthesize(text, "zh", ref, "这是参考音频。", "zh", cut="cut5", **GREEDY)
+    np.testing.assert_array_equal(wav, again)
+    for stage in ("frontend", "bert", "hubert", "s1", "s2"):
+        assert t[stage] >= 0.0
+
+
+def test_batched_segments_equal_solo(tts, ref):
+    """Segments generated and decoded in one padded batch equal the same segments synthesized alone."""
+    a, b = "我们一起去公园散步吧！", "今天天气很不错真好。"
+    both, _ = tts.synthesize(a + b, "zh", ref, "这是参考音频。", "zh", cut="cut5", batch_size=2, **GREEDY)
+    alone_a, _ = tts.synthesize(a, "zh", ref, "这是参考音频。", "zh", cut="cut0", **GREEDY)
+    alone_b, _ = tts.synthesize(b, "zh", ref, "这是参考音频。", "zh", cut="cut0", **GREEDY)
+    assert len(both) == len(alone_a) + len(alone_b)
+    np.testing.assert_allclose(both[: len(alone_a)], alone_a, atol=1e-4)
+    np.testing.assert_allclose(both[len(alone_a):], alone_b, atol=1e-4)
+
+
+def test_second_similar_sentence_compiles_nothing(tts, ref):
+    kw = dict(GREEDY, cut="cut0")
+    tts.synthesize("你好世界，今天很好。", "zh", ref, "这是参考音频。", "zh", **kw)
+    with CompileCounter() as cc:
+        tts.synthesize("我们今天很不错啊。", "zh", ref, "这是参考音频。", "zh", **kw)
+    assert cc.count == 0
+
+
+def test_reference_free_and_mixed_language(tts, ref):
+    wav, _ = tts.synthesize("Hello world, 你好。", "auto", ref, "", "zh", **GREEDY)
+    assert len(wav) > 0
+
+
+def test_bad_inputs(tts, ref, tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        tts.synthesize("你好。", "zh", tmp_path / "missing.wav", "参考。", "zh")
+    short = tmp_path / "short.wav"
+    sf.write(short, np.zeros(32000 * 2, np.float32) + 0.01, 32000)
+    with pytest.raises(ValueError, match="3-10 s"):
+        tts.synthesize("你好。", "zh", short, "参考。", "zh")
+    with pytest.raises(ValueError, match="empty"):
+        tts.synthesize("", "zh", ref, "参考。", "zh")
+    with pytest.raises(ValueError, match="unknown target language"):
+        tts.synthesize("你好。", "xx", ref, "参考。", "zh")
+    with pytest.raises(ValueError, match="split method"):
+        tts.synthesize("你好。", "zh", ref, "参考。", "zh", cut="cut9")
+
+
+def test_mismatched_versions():
+    s1 = selftest.tiny_s1()
+    s1.config.model.phoneme_vocab_size = 512  # a v1 GPT
+    with pytest.raises(ValueError, match="mismatched models"):
+        synth.TTS(s1, selftest.tiny_s2(), None, None, compilation_cache=False)
+
+
+def test_missing_model_files_message(tmp_path):
+    (tmp_path / "s1.ckpt").write_bytes(b"x")
+    with pytest.raises(synth.MissingModelFiles) as e:
+        synth.resolve_model_folder(tmp_path)
+    msg = str(e.value)
+    assert "s2.pth" in msg and "chinese-roberta-wwm-ext-large" in msg and "chinese-hubert-base" in msg
+    assert "s1.ckpt" not in msg.split("Expected layout")[0]
+
+
+def test_infer_cli_selftest_and_errors(tmp_path):
+    out = tmp_path / "self.flac"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    r = subprocess.run([sys.executable, "infer.py", "--selftest", "-q", "--out", str(out), "--max-new-tokens", "16"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "RTF" in r.stdout
+    data, sr = sf.read(out)
+    assert sr == 32000 and len(data) > 0
+    r = subprocess.run([sys.executable, "infer.py", "--model-dir", str(tmp_path / "nothing"), "--ref", str(out),
+                        "--text", "你好"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "does not exist" in r.stderr and "s2.pth" in r.stderr
+    r = subprocess.run([sys.executable, "infer.py", "--help"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and "--repetition-penalty" in r.stdout
