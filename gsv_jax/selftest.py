@@ -58,12 +58,10 @@ def random_like(shapes, seed: int = 0):
 
 
 def tiny_s2(seed: int = 0):
-    from gsv_jax.api.s2 import S2
-    from gsv_jax.models.s2.synthesizer import S2ModelConfig, init_params
+    from gsv_jax.api.s2 import new_s2
+    from gsv_jax.models.s2.synthesizer import S2ModelConfig
 
-    cfg = S2ModelConfig(**TINY_S2)
-    shapes = jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0), weight_norm=True, with_enc_q=False))
-    return S2(cfg, random_like(shapes, seed))
+    return new_s2(S2ModelConfig(**TINY_S2), seed, with_enc_q=False, fast=True)
 
 
 def _tokenizer(folder: pathlib.Path):
