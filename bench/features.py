@@ -27,12 +27,30 @@ SENTENCE = (
 
 
 def timed(fn, repeats):
-    times = []
+    """Median wall-clock and median process CPU seconds per call. On a shared machine the CPU
+    time (all threads of this process) is the steadier measure of the work done."""
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), statistics.median(cpu)
+
+
+def report(what, t_torch, t_jax, t_first, got, want, **extra):
+    return {
+        "what": what,
+        **extra,
+        "torch_s": round(t_torch[0], 4),
+        "jax_s": round(t_jax[0], 4),
+        "speedup": round(t_torch[0] / t_jax[0], 2),
+        "torch_cpu_s": round(t_torch[1], 4),
+        "jax_cpu_s": round(t_jax[1], 4),
+        "speedup_cpu_time": round(t_torch[1] / t_jax[1], 2),
+        "jax_compile_s": round(t_first - t_jax[0], 2),
+        "max_rel_err_vs_torch": float(np.abs(got - want).max() / np.abs(want).max()),
+    }
 
 
 def bench_bert(repeats):
@@ -71,15 +89,10 @@ def bench_bert(repeats):
     got = bert.phone_features(SENTENCE, word2ph)
     t_first = time.perf_counter() - t0
     t_jax = timed(lambda: bert.phone_features(SENTENCE, word2ph), repeats)
-    return {
-        "what": "BERT phone features, 60 characters (62 tokens, bucket 64), chinese-roberta-wwm-ext-large geometry",
-        "phones": int(got.shape[1]),
-        "torch_s": round(t_torch, 4),
-        "jax_s": round(t_jax, 4),
-        "speedup": round(t_torch / t_jax, 2),
-        "jax_compile_s": round(t_first - t_jax, 2),
-        "max_rel_err_vs_torch": float(np.abs(got - want).max() / np.abs(want).max()),
-    }
+    return report(
+        "BERT phone features, 60 characters (62 tokens, bucket 64), chinese-roberta-wwm-ext-large geometry",
+        t_torch, t_jax, t_first, got, want, phones=int(got.shape[1]),
+    )
 
 
 def bench_hubert(repeats):
@@ -110,15 +123,10 @@ def bench_hubert(repeats):
     got = np.asarray(hubert(wav))
     t_first = time.perf_counter() - t0
     t_jax = timed(lambda: hubert(wav).block_until_ready(), repeats)
-    return {
-        "what": "HuBERT features, 10 s at 16 kHz (bucket 10.4 s), chinese-hubert-base geometry",
-        "frames": int(got.shape[-1]),
-        "torch_s": round(t_torch, 4),
-        "jax_s": round(t_jax, 4),
-        "speedup": round(t_torch / t_jax, 2),
-        "jax_compile_s": round(t_first - t_jax, 2),
-        "max_rel_err_vs_torch": float(np.abs(got - want).max() / np.abs(want).max()),
-    }
+    return report(
+        "HuBERT features, 10 s at 16 kHz (bucket 10.4 s), chinese-hubert-base geometry",
+        t_torch, t_jax, t_first, got, want, frames=int(got.shape[-1]),
+    )
 
 
 def main():
