@@ -158,6 +158,10 @@ def main(argv):
 
     # -------------------------------------------------------------------------------------------
     # 2. set-up
+    from absl import logging as absl_logging
+
+    if not any(a.startswith(("--verbosity", "-v")) for a in sys.argv):
+        absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file at INFO
     if not FLAGS.compile_only:
         maybe_initialize_distributed()
     config = _CONFIG.value
