@@ -121,9 +121,12 @@ def run(task, tx, schedule, data_iter, workdir: str, mesh, cfg: LoopConfig, *, i
         if key not in compiled_by_shape:
             spec = spec_of(batch)
             b_sh = batch_shardings(spec, mesh)
-            step_fn = jit_step(make_step_fn(task, tx, schedule, accum_steps=cfg.accum_steps,
-                                            accum_reduce=cfg.accum_reduce, grad_clip=cfg.grad_clip),
-                               shardings, b_sh, mesh)
+            if hasattr(task, "make_step_fn"):  # a task with its own update rule (S2 GAN: D step, then G step)
+                raw_step = task.make_step_fn(tx, schedule)
+            else:
+                raw_step = make_step_fn(task, tx, schedule, accum_steps=cfg.accum_steps,
+                                        accum_reduce=cfg.accum_reduce, grad_clip=cfg.grad_clip)
+            step_fn = jit_step(raw_step, shardings, b_sh, mesh)
             t0 = time.perf_counter()
             compiled = step_fn.lower(with_shardings(abstract, shardings), spec, rng).compile()
             rep = compiled_report(compiled)
