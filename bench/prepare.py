@@ -100,6 +100,7 @@ def main():
     ap.add_argument("--max-sec", type=float, default=8.0)
     ap.add_argument("--stages", default="text,audio,semantic", help="comma-separated subset to time")
     ap.add_argument("--batch-size", type=int, default=1, help="clips per HuBERT call")
+    ap.add_argument("--compare-batch", type=int, default=0, help="also time the audio stage with this batch size")
     args = ap.parse_args()
 
     from gsv_jax.data.prepare import prepare
@@ -127,9 +128,19 @@ def main():
                     "clips_per_s": round(n / wall, 3),
                     "audio_hours_per_hour": round(audio_s / wall, 2),
                 }
-        warm = {k: v["warm"]["clips_per_s"] for k, v in results.items() if k != "pack"}
+        if args.compare_batch > 1:
+            for run in ("cold", "warm"):
+                t0 = time.perf_counter()
+                s = prepare(lst, tmp / f"out_b{run}", lambda _s: models, stages=["audio"], progress=False,
+                            batch_size=args.compare_batch)
+                wall = time.perf_counter() - t0
+                assert not s["stages"]["audio"]["failed"]
+                results.setdefault(f"audio_batch{args.compare_batch}", {})[run] = {
+                    "seconds": round(wall, 3), "clips_per_s": round(args.clips / wall, 3),
+                    "audio_hours_per_hour": round(audio_s / wall, 2)}
+        warm = {k: v["warm"]["clips_per_s"] for k, v in results.items() if k in ("text", "audio", "semantic")}
         bound = min(warm, key=warm.get)
-        total_warm = sum(v["warm"]["seconds"] for v in results.values())  # of the stages run
+        total_warm = sum(v["warm"]["seconds"] for k, v in results.items() if not k.startswith("audio_batch"))
         report = {
             "bench": "prepare",
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
