@@ -236,7 +236,7 @@ class S2:
         res = self._jit_decode(
             self.infer_params, jnp.asarray(codes_p), jnp.asarray(y_lens, jnp.int32), jnp.asarray(phones_p),
             jnp.asarray(p_lens, jnp.int32), jnp.asarray(ge[:, None, :]), jnp.asarray(eps),
-            jnp.asarray(noise_scale, jnp.float32), jnp.asarray(out_lens, jnp.int32), with_aux=with_aux)
+            jnp.asarray(noise_scale, jnp.float32), jnp.asarray(out_lens, jnp.int32))
         hop = cfg.hop
         wav = np.asarray(res["wav"])
         out = {"wavs": [wav[b, : out_lens[b] * hop].astype(np.float32) for b in range(B)], "ge": ge,
@@ -274,7 +274,7 @@ def _jitted(config: S2ModelConfig):
     model = SynthesizerTrn(config, weight_norm=False)
     return (jax.jit(functools.partial(_extract_latent, model)),
             jax.jit(functools.partial(_ref_embedding, model)),
-            jax.jit(functools.partial(_decode_core, model), static_argnames=("with_aux",)))
+            jax.jit(functools.partial(_decode_core, model)))
 
 
 def _extract_latent(model, params, ssl):
@@ -286,7 +286,7 @@ def _ref_embedding(model, params, spec, lens):
     return model.apply({"params": params}, spec, mask, method=SynthesizerTrn.ref_embedding)
 
 
-def _decode_core(model, params, codes, y_lens, text, text_lens, ge, eps, noise_scale, out_lens, *, with_aux=False):
+def _decode_core(model, params, codes, y_lens, text, text_lens, ge, eps, noise_scale, out_lens):
     from gsv_jax.models.s2.text_encoder import linear_resize
 
     def run(m):
@@ -302,10 +302,7 @@ def _decode_core(model, params, codes, y_lens, text, text_lens, ge, eps, noise_s
         z_p = m_p + eps * jnp.exp(logs_p) * noise_scale
         z = m.flow_reverse(z_p, mask, ge)
         wav = m.decode_wave(z, ge, mask)
-        out = {"wav": wav}
-        if with_aux:
-            out.update(x=x, m_p=m_p, logs_p=logs_p, z=z)
-        return out
+        return {"wav": wav, "x": x, "m_p": m_p, "logs_p": logs_p, "z": z}  # latents are small: always returned
 
     return model.apply({"params": params}, method=run)
 
