@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import json
 import pathlib
-from typing import Sequence
 
 import jax
 import jax.numpy as jnp

@@ -9,7 +9,6 @@ map one to one: ``enc_p.encoder_ssl.attn_layers.0.conv_q.weight`` <-> ``enc_p/en
 from __future__ import annotations
 
 import hashlib
-import os
 import pathlib
 import re
 

@@ -16,7 +16,6 @@ Methods (call with ``model.apply(variables, ..., method=...)``):
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
 
 import flax.linen as nn
 import jax
