@@ -280,15 +280,17 @@ class S1Model(nn.Module):
         return self.audio_position(h, positions, deterministic=deterministic)
 
     def logits(self, h):
-        return self.predict(h).astype(jnp.float32)
+        out = self.predict(h).astype(jnp.float32)
+        return nn.with_logical_constraint(out, ("batch", "length", "vocab")) if out.ndim == 3 else out
 
     def encode(self, xy, keep, deterministic: bool = True):
         """The layer stack over [B, S, D] with ``keep`` [B, 1, S, S]; returns (h, [(k, v)] per layer)."""
         kv = []
         for layer in self.layers:
+            xy = nn.with_logical_constraint(xy, ("batch", "length", "embed"))
             xy, layer_kv = layer(xy, keep, deterministic)
             kv.append(layer_kv)
-        return xy, kv
+        return nn.with_logical_constraint(xy, ("batch", "length", "embed")), kv
 
     # -- training ---------------------------------------------------------------------------------
     def _text_for_training(self, x, x_lens, bert, deterministic):

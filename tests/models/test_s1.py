@@ -145,3 +145,24 @@ def test_make_reject_y_rules():
             assert (row[n:] == 0).all()
             assert n != len(orig) or (row[:n] == orig).all()
     assert seen == {True, False}
+
+
+def test_logical_activation_constraints_shard_the_batch():
+    """Under a mesh and logical-axis rules the activations follow the rules; numbers unchanged."""
+    from jax.sharding import Mesh
+
+    dims = m.S1Dims(phoneme_vocab_size=40, dim=32, heads=4, n_layer=1)
+    params = m.init_params(dims, 0)
+    x = jnp.ones((2, 5), jnp.int32)
+
+    def fwd(p):
+        return m.S1Model(dims).apply({"params": p}, x, jnp.array([5, 3]), x, jnp.array([5, 4]),
+                                     jnp.ones((2, 1024, 5)), method=m.S1Model.forward_old)[0]
+
+    plain = jax.jit(fwd)(params)
+    mesh = Mesh(np.array(jax.devices()[:2]), ("data",))
+    rules = (("batch", "data"), ("length", None), ("embed", None), ("vocab", None))
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        sharded = jax.jit(fwd)(params)
+    assert sharded.sharding.spec[0] == "data"
+    np.testing.assert_allclose(np.asarray(sharded), np.asarray(plain), atol=1e-6)
