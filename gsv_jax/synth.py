@@ -222,14 +222,12 @@ class TTS:
 
     @staticmethod
     def reference_spec(path) -> np.ndarray:
-        """The original's ``get_spepc``: 32 kHz mono, peak above 1 divided by min(2, peak), spectrogram."""
-        wav = audio_lib.load_audio(path, sr=SAMPLE_RATE)
-        peak = float(np.abs(wav).max()) if wav.size else 0.0
-        if peak > 1:
-            wav = wav / min(2.0, peak)
-        if len(wav) < 2048:
+        """The original's ``get_spepc``: 32 kHz mono (torchaudio-style resampling), peak above 1
+        divided by min(2, peak), linear spectrogram ``[1, 1025, frames]``."""
+        wav = audio_lib.load_reference(path, sr=SAMPLE_RATE)
+        if wav.shape[-1] < 2048:
             raise ValueError(f"reference audio {path} is too short for a spectrogram (needs >= 2048 samples at 32 kHz)")
-        return np.asarray(audio_lib.spectrogram(wav[None]))
+        return np.asarray(audio_lib.spectrogram(wav))
 
     # ------------------------------------------------------------------------------ synthesis
     def synthesize(self, text: str, text_lang: str, ref_wav_path=None, ref_text: str = "", ref_lang: str = "zh",
