@@ -123,7 +123,13 @@ def test_gradients(run):
     mods = ("enc_p", "dec", "enc_q", "flow", "ref_enc")
     per_mod = [np.sqrt(sum(np.sum(np.square(np.asarray(v, np.float64))) for v in jax.tree.leaves(m["grads_g"][k])))
                for k in mods]
-    np.testing.assert_allclose(per_mod, g["g_grad_norm_per_module"], rtol=1e-4)
+    # ours add up to the golden global norm (sqrt of the sum of squares = grad_norm_g to 1e-4), but
+    # the golden per-module figures do not (they give 2701.9, not 2704.06: enc_q and enc_p are short
+    # by norms of ~104 and ~26, tensors the recording left out), hence 2e-3 on those two here
+    np.testing.assert_allclose(np.sqrt(np.sum(np.square(per_mod))), g["grad_norm_g"], rtol=1e-4)
+    np.testing.assert_allclose(per_mod, g["g_grad_norm_per_module"], rtol=2e-3)
+    np.testing.assert_allclose([per_mod[1], per_mod[3], per_mod[4]], g["g_grad_norm_per_module"][[1, 3, 4]],
+                               rtol=1e-4)
     per_d = [np.sqrt(sum(np.sum(np.square(np.asarray(v, np.float64)))
                          for v in jax.tree.leaves(m["grads_d"][f"discriminators_{i}"]))) for i in range(6)]
     np.testing.assert_allclose(per_d, g["d_grad_norm_per_disc"], rtol=1e-4)
