@@ -1,6 +1,8 @@
 """Lazy access to jieba (word segmentation + POS) and pypinyin, the two PyPI packages of the Mandarin
 path. Both ship their dictionaries, so nothing is downloaded. The original uses ``jieba_fast``, a C port
-of jieba with the same dictionary and algorithm; plain ``jieba`` gives the same words and tags.
+of jieba; we use it when installed, else plain ``jieba``, which gives the same words and tags except that
+its ``cut_for_search`` splits a run of rare characters missing from the dictionary into single characters
+(jieba_fast keeps the run whole), which can change a third-tone sandhi on such runs.
 """
 import functools
 import logging
@@ -8,8 +10,12 @@ import logging
 
 @functools.lru_cache(maxsize=1)
 def _jieba():
-    import jieba
-    import jieba.posseg
+    try:  # the original's C port: same words, but keeps runs of rare unknown characters whole in
+        import jieba_fast as jieba  # cut_for_search (used by the sandhi rules); optional, needs a compiler
+        import jieba_fast.posseg  # noqa: F401
+    except ImportError:
+        import jieba
+        import jieba.posseg  # noqa: F401
 
     jieba.setLogLevel(logging.CRITICAL)
     jieba.initialize()
