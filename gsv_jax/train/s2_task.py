@@ -266,7 +266,7 @@ class S2Task:
             g["enc_q"] = jax.device_get(fresh["g"]["enc_q"])
         if d_path is not None:
             d = discriminator_state_dict_to_params(read_discriminator_state(d_path), self.config.version,
-                                                   where=str(d_path))
+                                                   where=str(d_path), width_div=self.disc.width_div)
         else:
             fresh = fresh or nn.meta.unbox(self.init_params(rng))
             d = jax.device_get(fresh["d"])

@@ -112,12 +112,13 @@ class MultiPeriodDiscriminator(nn.Module):
         return [o[0] for o in outs], [o[1] for o in outs]
 
 
-def init_discriminator(rng, version: str = "v2", n: int = 4096):
+def init_discriminator(rng, version: str = "v2", n: int = 4096, width_div: int = 1):
     """Boxed parameters of a fresh discriminator (PyTorch default init)."""
-    return MultiPeriodDiscriminator(version).init(rng, jnp.zeros((1, n), jnp.float32))["params"]
+    return MultiPeriodDiscriminator(version, width_div).init(rng, jnp.zeros((1, n), jnp.float32))["params"]
 
 
-def discriminator_state_dict_to_params(sd: dict, version: str = "v2", where: str = "discriminator") -> dict:
+def discriminator_state_dict_to_params(sd: dict, version: str = "v2", where: str = "discriminator",
+                                       width_div: int = 1) -> dict:
     """Original D state dict (numpy, ``weight_g/weight_v``) -> our parameter tree (fp32 numpy).
 
     Missing / unexpected keys and shape mismatches raise with a list.
@@ -128,7 +129,8 @@ def discriminator_state_dict_to_params(sd: dict, version: str = "v2", where: str
     from gsv_jax.convert.torch_io import CheckpointError
 
     sd = _canonical_wn_keys(dict(sd))
-    template = nn.meta.unbox(jax.eval_shape(lambda: init_discriminator(jax.random.PRNGKey(0), version)))
+    template = nn.meta.unbox(jax.eval_shape(lambda: init_discriminator(jax.random.PRNGKey(0), version,
+                                                                       width_div=width_div)))
     out, missing, bad = {}, [], []
     for path, leaf in _flatten(template).items():
         key = _torch_key(path)
