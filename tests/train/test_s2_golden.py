@@ -132,7 +132,11 @@ def test_gradients(run):
                                rtol=1e-4)
     per_d = [np.sqrt(sum(np.sum(np.square(np.asarray(v, np.float64)))
                          for v in jax.tree.leaves(m["grads_d"][f"discriminators_{i}"]))) for i in range(6)]
-    np.testing.assert_allclose(per_d, g["d_grad_norm_per_disc"], rtol=1e-4)
+    # Same for the discriminators: ours add up to the golden global norm (1e-4), the golden
+    # per-discriminator figures do not (sqrt of their sum of squares is 6.90218, its grad_norm_d
+    # 6.90315), so each is compared at 5e-4.
+    np.testing.assert_allclose(np.sqrt(np.sum(np.square(per_d))), g["grad_norm_d"], rtol=1e-4)
+    np.testing.assert_allclose(per_d, g["d_grad_norm_per_disc"], rtol=5e-4)
     # ssl_proj gets no gradient (frozen quantizer path)
     assert all(np.all(np.asarray(v) == 0) for v in jax.tree.leaves(m["grads_g"]["ssl_proj"]))
 
