@@ -263,15 +263,9 @@ def make_s2_data(config, process_index: int | None = None, process_count: int | 
     """Checkpointable S2 batch iterator from ``config.data`` (``dataset`` = our format or ``exp_dir`` = the
     original's experiment folder)."""
     d = config.data
-    if d.get("exp_dir"):
-        reader = OriginalS2Folder(d.exp_dir, config.model.get("version", "v2"))
-    elif d.get("dataset"):
-        from gsv_jax.data.format import open_dataset
+    from gsv_jax.data.sources import open_training_reader
 
-        reader = open_dataset(d.dataset)
-    else:
-        raise ValueError("config.data needs 'dataset' (a folder written by gsv_jax.data.format) or 'exp_dir' "
-                         "(the original's prepared experiment folder), e.g. --config.data.exp_dir=logs/myexp")
+    reader = open_training_reader(d, lambda folder: OriginalS2Folder(folder, config.model.get("version", "v2")))
     pi = jax.process_index() if process_index is None else process_index
     pc = jax.process_count() if process_count is None else process_count
     dcfg = S2DataConfig.from_config(d, batch_size=config.train.batch_size, seed=config.train.get("seed", 1234))

@@ -92,17 +92,10 @@ def make_s1_data(config, process_index: int | None = None, process_count: int | 
     from gsv_jax.data.pipeline import S1BatchIterator, S1DataConfig
 
     d = config.data
-    if d.get("exp_dir"):
-        from gsv_jax.data.original_s1 import OriginalS1Folder
+    from gsv_jax.data.original_s1 import OriginalS1Folder
+    from gsv_jax.data.sources import open_training_reader
 
-        reader = OriginalS1Folder(d.exp_dir, d.get("version", "v2"))
-    elif d.get("dataset"):
-        from gsv_jax.data.format import open_dataset
-
-        reader = open_dataset(d.dataset)
-    else:
-        raise ValueError("config.data needs 'dataset' (a folder written by gsv_jax.data.format) or 'exp_dir' "
-                         "(the original's prepared experiment folder), e.g. --config.data.exp_dir=logs/myexp")
+    reader = open_training_reader(d, lambda folder: OriginalS1Folder(folder, d.get("version", "v2")))
     pi = jax.process_index() if process_index is None else process_index
     pc = jax.process_count() if process_count is None else process_count
     per_update = config.train.batch_size * config.train.get("accum_steps", 1)
