@@ -104,29 +104,22 @@ def epoch_plan(item_idx: np.ndarray, sem_lens: np.ndarray, cfg: S1DataConfig, ep
     return [batches[i] for i in order]
 
 
-class S1BatchIterator:
-    """Checkpointable iterator of host-local padded numpy batches (infinite, epoch after epoch)."""
+class PlannedBatchIterator:
+    """The checkpointable part shared by the S1 and S2 batch iterators: an epoch plan (a list of
+    batches, made by ``_make_plan(epoch)``), the position ``(epoch, batch)`` saved with the
+    weights, this host's rows of each batch, and a thread pool that reads items."""
 
-    def __init__(self, reader, cfg: S1DataConfig, process_index: int = 0, process_count: int = 1):
-        if cfg.batch_size % process_count:
-            raise ValueError(f"batch_size {cfg.batch_size} must divide by the number of hosts {process_count}")
-        self.cfg = cfg
-        self.reader = reader
-        self.source = grain.MapDataset.source(reader) if grain is not None else reader
-        self.ph_lens = np.asarray(reader.lengths("phone_ids"))
-        self.sem_lens = np.asarray(reader.lengths("semantic"))
-        self.items = filter_items(self.ph_lens, self.sem_lens, cfg)
-        self.local = cfg.batch_size // process_count
+    def _init_position(self, batch_size: int, num_threads: int, process_index: int, process_count: int):
+        if batch_size % process_count:
+            raise ValueError(f"batch_size {batch_size} must divide by the number of hosts {process_count}")
+        self.local = batch_size // process_count
         self.row0 = process_index * self.local
-        # one phoneme length per semantic bucket (the longest text among that bucket's items)
-        self._tx_for: dict[int, int] = {}
-        for i in self.items:
-            yb = bucket_of(int(self.sem_lens[i]), cfg.y_buckets)
-            self._tx_for[yb] = max(self._tx_for.get(yb, 0), int(self.ph_lens[i]))
-        self._tx_for = {yb: bucket_of(n, cfg.x_buckets) for yb, n in self._tx_for.items()}
         self.epoch, self.batch = 0, 0
         self._plan_epoch, self._plan = None, None
-        self._pool = cf.ThreadPoolExecutor(max(1, cfg.num_threads))
+        self._pool = cf.ThreadPoolExecutor(max(1, num_threads))
+
+    def _make_plan(self, epoch):
+        raise NotImplementedError
 
     # ---- checkpointable position ----
     def get_state(self) -> dict:
@@ -137,13 +130,52 @@ class S1BatchIterator:
 
     def _plan_for(self, epoch):
         if self._plan_epoch != epoch:
-            self._plan = epoch_plan(self.items, self.sem_lens, self.cfg, epoch)
+            self._plan = self._make_plan(epoch)
             self._plan_epoch = epoch
         return self._plan
 
     @property
     def batches_per_epoch(self) -> int:
         return len(self._plan_for(self.epoch))
+
+    def __iter__(self):
+        return self
+
+    def _advance(self):
+        """The next plan entry (rolling over to the next epoch) and this host's item reader pool."""
+        plan = self._plan_for(self.epoch)
+        if self.batch >= len(plan):
+            self.epoch, self.batch = self.epoch + 1, 0
+            plan = self._plan_for(self.epoch)
+        entry = plan[self.batch]
+        self.batch += 1
+        return entry
+
+    def _read_rows(self, rows, source):
+        mine = rows[self.row0:self.row0 + self.local]
+        return list(self._pool.map(lambda i: source[int(i)], mine))
+
+
+class S1BatchIterator(PlannedBatchIterator):
+    """Checkpointable iterator of host-local padded numpy batches (infinite, epoch after epoch)."""
+
+    def __init__(self, reader, cfg: S1DataConfig, process_index: int = 0, process_count: int = 1):
+        self._init_position(cfg.batch_size, cfg.num_threads, process_index, process_count)
+        self.cfg = cfg
+        self.reader = reader
+        self.source = grain.MapDataset.source(reader) if grain is not None else reader
+        self.ph_lens = np.asarray(reader.lengths("phone_ids"))
+        self.sem_lens = np.asarray(reader.lengths("semantic"))
+        self.items = filter_items(self.ph_lens, self.sem_lens, cfg)
+        # one phoneme length per semantic bucket (the longest text among that bucket's items)
+        self._tx_for: dict[int, int] = {}
+        for i in self.items:
+            yb = bucket_of(int(self.sem_lens[i]), cfg.y_buckets)
+            self._tx_for[yb] = max(self._tx_for.get(yb, 0), int(self.ph_lens[i]))
+        self._tx_for = {yb: bucket_of(n, cfg.x_buckets) for yb, n in self._tx_for.items()}
+
+    def _make_plan(self, epoch):
+        return epoch_plan(self.items, self.sem_lens, self.cfg, epoch)
 
     def shapes(self) -> set[tuple[int, int]]:
         """All (T_x, T_y) padded shapes the plan of the current epoch produces."""
@@ -156,19 +188,10 @@ class S1BatchIterator:
         ty = bucket_of(int(self.sem_lens[rows].max()), self.cfg.y_buckets)
         return self._tx_for[ty], ty
 
-    def __iter__(self):
-        return self
-
     def __next__(self) -> dict:
-        plan = self._plan_for(self.epoch)
-        if self.batch >= len(plan):
-            self.epoch, self.batch = self.epoch + 1, 0
-            plan = self._plan_for(self.epoch)
-        rows = plan[self.batch]
-        self.batch += 1
+        rows = self._advance()
         tx, ty = self._shape(rows)
-        mine = rows[self.row0:self.row0 + self.local]
-        items = list(self._pool.map(lambda i: self.source[int(i)], mine))
+        items = self._read_rows(rows, self.source)
         return collate(items, tx, ty, loss_len=int(self.sem_lens[rows].max()) + 1, pad_val=self.cfg.pad_val)
 
 

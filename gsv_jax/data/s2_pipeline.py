@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gsv_jax import audio
+from gsv_jax.data.pipeline import PlannedBatchIterator
 
 HOP = 640
 BOUNDARIES = (32, 300) + tuple(range(400, 2000, 100))
@@ -144,12 +145,11 @@ def epoch_plan(buckets: list[np.ndarray], batch_size: int, seed: int, epoch: int
     return [batches[i] for i in rs.permutation(len(batches))]
 
 
-class S2BatchIterator:
+class S2BatchIterator(PlannedBatchIterator):
     """Checkpointable, infinite iterator of host-local S2 batches (``get_state``/``set_state``)."""
 
     def __init__(self, reader, cfg: S2DataConfig, process_index: int = 0, process_count: int = 1):
-        if cfg.batch_size % process_count:
-            raise ValueError(f"batch_size {cfg.batch_size} must divide by the number of hosts {process_count}")
+        self._init_position(cfg.batch_size, cfg.num_threads, process_index, process_count)
         self.reader, self.cfg = reader, cfg
         n_samples = np.asarray(reader.lengths("wav32k"))
         frames = n_samples // HOP
@@ -172,46 +172,19 @@ class S2BatchIterator:
         if not self.buckets:
             raise ValueError(f"no usable S2 item: need {cfg.min_seconds} < seconds < {cfg.max_seconds} and more than "
                              f"{cfg.boundaries[0]} frames (640 samples each) among {len(n_samples)} items")
-        self.local = cfg.batch_size // process_count
-        self.row0 = process_index * self.local
-        self.epoch, self.batch = 0, 0
-        self._plan_epoch, self._plan = None, None
-        self._pool = cf.ThreadPoolExecutor(max(1, cfg.num_threads))
 
-    def get_state(self) -> dict:
-        return {"epoch": int(self.epoch), "batch": int(self.batch)}
-
-    def set_state(self, state: dict):
-        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
-
-    def _plan_for(self, epoch):
-        if self._plan_epoch != epoch:
-            plan = epoch_plan(self.buckets, self.cfg.batch_size, self.cfg.seed, epoch)
-            # remember each batch's padded frame count
-            where = {}
-            for b, members in enumerate(self.buckets):
-                for m in members:
-                    where[int(m)] = self.bucket_frames[b]
-            self._plan = [(rows, max(where[int(r)] for r in rows)) for rows in plan]
-            self._plan_epoch = epoch
-        return self._plan
-
-    @property
-    def batches_per_epoch(self) -> int:
-        return len(self._plan_for(self.epoch))
-
-    def __iter__(self):
-        return self
+    def _make_plan(self, epoch):
+        plan = epoch_plan(self.buckets, self.cfg.batch_size, self.cfg.seed, epoch)
+        # remember each batch's padded frame count
+        where = {}
+        for b, members in enumerate(self.buckets):
+            for m in members:
+                where[int(m)] = self.bucket_frames[b]
+        return [(rows, max(where[int(r)] for r in rows)) for rows in plan]
 
     def __next__(self) -> dict:
-        plan = self._plan_for(self.epoch)
-        if self.batch >= len(plan):
-            self.epoch, self.batch = self.epoch + 1, 0
-            plan = self._plan_for(self.epoch)
-        rows, frames = plan[self.batch]
-        self.batch += 1
-        mine = rows[self.row0:self.row0 + self.local]
-        items = list(self._pool.map(lambda i: self.reader[int(i)], mine))
+        rows, frames = self._advance()
+        items = self._read_rows(rows, self.reader)
         return collate(items, frames, self.cfg.text_multiple, epoch=self.epoch + 1)
 
 
