@@ -136,11 +136,14 @@ class MaskedGroupNorm(nn.Module):
         scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)), (self.channels,))
         bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros_init(), ("norm",)), (self.channels,))
         x = x.astype(jnp.float32)
-        m = valid[..., None].astype(jnp.float32)
-        count = jnp.maximum(m.sum(axis=1, keepdims=True), 1.0)
-        mean = (x * m).sum(axis=1, keepdims=True) / count
-        var = (jnp.square(x - mean) * m).sum(axis=1, keepdims=True) / count
-        return (x - mean) * jax.lax.rsqrt(var + GROUP_NORM_EPS) * scale + bias
+        keep = valid[..., None]
+        count = jnp.maximum(keep.sum(axis=1, keepdims=True), 1).astype(jnp.float32)
+        # masked sums by select, not by multiplying with a float mask: XLA CPU fuses the latter
+        # into a reduction ~6x slower on [T, 512]
+        mean = jnp.where(keep, x, 0.0).sum(axis=1, keepdims=True) / count
+        d = x - mean
+        var = jnp.where(keep, d * d, 0.0).sum(axis=1, keepdims=True) / count
+        return d * jax.lax.rsqrt(var + GROUP_NORM_EPS) * scale + bias
 
 
 class HubertLayer(nn.Module):
