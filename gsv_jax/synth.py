@@ -59,7 +59,7 @@ def enable_compilation_cache(path: Optional[str | os.PathLike] = None) -> pathli
     path = pathlib.Path(path) if path else default_cache_dir()
     path.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # the many small programs add up
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path
 
@@ -140,6 +140,11 @@ class TTS:
         self._text_cache: dict = {}
         self._bert_seconds = 0.0
         self.last_timings: dict = {}
+
+    def clear_caches(self) -> None:
+        """Forget the per-text phones/BERT features and the per-file reference data."""
+        self._ref_cache.clear()
+        self._text_cache.clear()
 
     # ---------------------------------------------------------------------------------- loading
     @classmethod

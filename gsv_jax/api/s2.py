@@ -228,8 +228,8 @@ class S2:
             for b in range(B):
                 eps[b, : out_lens[b]] = n[b, :, : out_lens[b]].T
         elif noise_scale != 0:
-            key = jax.random.PRNGKey(np.random.randint(0, 2**31 - 1) if seed is None else seed)
-            draw = np.asarray(jax.random.normal(key, (B, int(out_lens.max()), cfg.inter_channels)))
+            # drawn on the host: a device draw would compile once per utterance length
+            draw = np.random.default_rng(seed).standard_normal(eps.shape, dtype=np.float32)
             for b in range(B):
                 eps[b, : out_lens[b]] = draw[b, : out_lens[b]]
         res = self._jit_decode(

@@ -21,8 +21,8 @@ the cache is read-only: each step's keys/values go to a small per-chunk buffer t
 reads, and the chunk is flushed into the cache with one ``dynamic_update_slice`` (so XLA never
 copies the big cache per step).  Steps run as ``lax.scan`` chunks inside a
 ``lax.while_loop`` that stops once every row has ended.  Attention reads only a static window of
-the cache (a power of two); the host moves to the next window (one short host call per window,
-not per token).  Rows end independently; a finished row's outputs are frozen.
+the cache (a power of two, first sized for the prefix plus ``first_window_tokens`` new tokens); the
+host moves to the next window (one short host call per window, not per token).  Rows end independently; a finished row's outputs are frozen.
 """
 from __future__ import annotations
 
@@ -130,12 +130,15 @@ class S1Decoder:
     """
 
     def __init__(self, dims: S1Dims, *, chunk: int = 16, x_bucket: int = 32, p_bucket: int = 32,
-                 min_window: int = 256, max_cache: int = 8192):
+                 min_window: int = 256, max_cache: int = 8192, first_window_tokens: int = 128):
         if x_bucket % chunk or p_bucket % chunk or min_window % chunk:
             raise ValueError("x_bucket, p_bucket and min_window must be multiples of chunk")
         self.dims = dims
         self.chunk, self.x_bucket, self.p_bucket = chunk, x_bucket, p_bucket
         self.min_window, self.max_cache = min_window, max_cache
+        # the first attention window already covers this many new tokens, so that a typical
+        # utterance (up to ~5 s of speech) decodes with one compiled window instead of two
+        self.first_window_tokens = first_window_tokens
         self.trace_counts: collections.Counter = collections.Counter()
         self._prefill = jax.jit(self._prefill_impl, static_argnames=("cache_len", "record"))
         self._decode = jax.jit(self._decode_impl, static_argnames=("window", "record"), donate_argnums=(1,))
@@ -263,7 +266,7 @@ class S1Decoder:
                                                     (temperature, jnp.float32), (repetition_penalty, jnp.float32),
                                                     (eos_ban_steps, jnp.int32))]
         t0, c0 = time.perf_counter(), time.process_time()
-        step, window = 0, _pow2_at_least(s_pad + 1, self.min_window)
+        step, window = 0, _pow2_at_least(s_pad + min(max_new_tokens, self.first_window_tokens), self.min_window)
         while True:
             window = min(max(window, _pow2_at_least(s_pad + step + 1, self.min_window)), cache_len)
             stop = min(window - s_pad, _round_up(max_new_tokens, self.chunk))
