@@ -1,16 +1,13 @@
 """English frontend against the original's outputs (tests/fixtures/text_en_cases.json).
 
 The expected values were made by running the original english.py (commit 48b1a01) offline with its own
-dictionaries and NLTK's tagger.  norm_text must match on every case.  Phones match except where our
-dictionary, rebuilt from PyPI data, differs from the original's (CMUdict 0.7b as revised in 2015-07 + fast
-snapshot) or where the original uses its name dictionary, which we do not have: those cases are listed in
-KNOWN_DIFFERENCES with the word responsible, and any other mismatch fails.
+dictionaries and NLTK's tagger.  norm_text must match on every case.  Phones match except where the original
+uses its name dictionary, which we do not have (our pronunciation dictionary, rebuilt from PyPI data, has the
+original's CMUdict 0.7b of 2015-07 entries): those cases are listed in KNOWN_DIFFERENCES with the word
+responsible, and any other mismatch fails.
 
-Threshold: 711/743 = 95.7 % of cases match here.  The hand-written edge cases (numbers, money, units, times,
-acronyms, homographs, possessives, OOV words, punctuation, bad input) match at 98.0 % (336/343); the prose
-sentences from package descriptions, dense in the few common words whose CMUdict entry changed in 2015
-(module, terminal, solution, notice, units, ...), at 93.8 % (375/400).  We assert 95 %, just under the
-measured rate: a new mismatch outside the known list fails anyway.
+Threshold: 742/743 = 99.87 % of cases match here (the one miss is the name-dictionary case).  We assert 99.8 %,
+just under the measured rate: a new mismatch outside the known list fails anyway.
 """
 import json
 import os
@@ -26,60 +23,14 @@ from gsv_jax.text.en_build_data import build_dict
 from gsv_jax.text.symbols import get_symbols
 
 FIXTURE = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "text_en_cases.json"
-MIN_MATCH_RATE = 0.95
-# Random sequences of wordsegment unigrams, rare words included: 969/1000 match (all 31 misses are dictionary or
-# name-dictionary words; with CMU's own 0.7b file only the 5 name-dictionary ones remain).
-MIN_WORD_FUZZ_RATE = 0.96
+MIN_MATCH_RATE = 0.998
+# Random sequences of wordsegment unigrams, rare words included: 995/1000 match; the 5 misses are words of the
+# original's name dictionary.
+MIN_WORD_FUZZ_RATE = 0.994
 
-# case text -> word whose pronunciation differs from the original's dictionary (or name dictionary)
+# case text -> word whose pronunciation differs from the original's name dictionary
 KNOWN_DIFFERENCES = {
-    "The complex problem required a complex solution.": "solution",
-    "I have 3 apples and 12 oranges.": "oranges",
     "Jul and Thu are abbreviations.": "namedict: Jul, Thu",
-    "We sold 1,000 units at $9.99 each.": "units",
-    "The novel was translated into more than forty languages.": "translated",
-    "He provided the updated information about the associated artist.": "artist",
-    "The solution involved an orange acid and a module.": "solution, orange, acid, module",
-    "The goal of the decorator module is to make it easy to define signature-preserving function decorators and "
-    "decorator factories.": "module",
-    "These aren't standard ANSI codes, and support for these varies wildly across different terminals.": "terminals",
-    "The above copyright notice and this permission notice shall be included in all copies or substantial portions "
-    "of the Software.": "notice",
-    "Writing new neural network modules, or interfacing with PyTorch's Tensor API, was designed to be "
-    "straightforward and with minimal abstractions.": "modules",
-    "The above was measured using Python 3.10.5 on Linux (amd64) with orjson 3.7.9, ujson 5.4.0, python-rapidson "
-    "1.8, and simplejson 3.17.6.": "compound parts (rapid)",
-    "The main features of Pexpect require the pty module in the Python standard library, which is only available "
-    "on Unix-like systems.": "pty, module",
-    "Fredrik Johansson has written mpmath and contributed a lot of patches.": "patches",
-    "These characters display as 1 cell by default, matching Western terminal contexts, but many CJK (Chinese, "
-    "Japanese, Korean) environments may have a preference for 2 cells.": "terminal",
-    "The pyparsing module is an alternative approach to creating and executing simple grammars, vs.": "module",
-    "We favor focusing on small composable building blocks that can be effectively combined into custom "
-    "solutions.": "solutions",
-    "Budou was proposed as a solution to this problem in 2016.": "solution",
-    "It includes modules for statistics, optimization, integration, linear algebra, Fourier transforms, signal and "
-    "image processing, ODE solvers, and more.": "modules",
-    "This will be called each time a decorated function is called.": "decorated",
-    "Each score represents the significance of the feature in determining whether to break the sentence at a "
-    "specific point.": "represents",
-    "Those modules were marked as deprecated in version 3.4.": "modules",
-    "The log method could be used for logging to the terminal for long running applications such as servers, but "
-    "is also a very nice debugging aid.": "terminal",
-    "In version 1 behaviour, the regex module uses full case-folding when performing case-insensitive matches in "
-    "Unicode.": "module",
-    'This module is certainly not ZODB, but can be used for low-load (non-mission-critical) situations where tiny '
-    'code size trumps the advanced features of a "real" object database.': "module",
-    "Serialization and deserialization performance of orjson is better than ultrajson, rapidjson, simplejson, or "
-    "json.": "compound parts (rapid)",
-    "Launch a subprocess in a pseudo terminal (pty), and interact with both the process and its pty.": "pty, terminal",
-    "They are mostly dated ligature characters (合字) coined to represent units with SI prefixes.": "units",
-    "This solution was designed long ago by the wise Ancients.": "solution",
-    "Feel free to create tickets for bugs and feature requests, and create pull requests if you have nice patches "
-    "that you would like to share with others.": "patches",
-    "Makes ANSI escape character sequences (for producing colored terminal text and cursor positioning) work "
-    "under MS Windows.": "terminal",
-    "Extended range: no inf, NaN represented by 0b1000'0000.": "represented",
 }
 
 
@@ -173,15 +124,24 @@ def test_bad_input():
 
 
 def test_dictionary_build_rules():
-    base = ";;; header\nWORD  W ER1 D\nNAMED  N EY1 M AH0 D\nSTRESS  S T R EH1 S\nKEEP  K IY1 P\n"
-    github = "named N EY1 M IH0 D\nstress S T R EH2 S\nkeep K AH0 P\nnew N UW1\nnew(2) N Y UW1\nodd AA1 D # comment\n"
+    base = (";;; header\r\nWORD  W ER1 D\r\nWORD(1)  W ER1 D Z\r\nKEEP  K IY1 P\r\n"
+            "D\ufffdJ\ufffd  D EY2 JH AA1\r\n")
+    github = "keep K AH0 P\nnew N UW1\nnew(2) N Y UW1\nodd AA1 D # comment\n\n"
     d = build_dict(base, github)
-    assert d["word"] == ["W", "ER1", "D"]
-    assert d["named"] == ["N", "EY1", "M", "IH0", "D"]  # -ed ending as the 2015 revision
-    assert d["stress"] == ["S", "T", "R", "EH2", "S"]  # stress-only difference: GitHub's
-    assert d["keep"] == ["K", "IY1", "P"]  # other differences: 0.7b's
-    assert d["new"] == ["N", "UW1"] and d["new(2)"] == ["N", "Y", "UW1"]
+    assert d["word"] == ["W", "ER1", "D"] and d["word(1)"] == ["W", "ER1", "D", "Z"]  # variants are own keys
+    assert d["keep"] == ["K", "IY1", "P"]  # the 0.7b entry wins
+    assert d["d\ufffdj\ufffd"] == ["D", "EY2", "JH", "AA1"]  # kept as the original reads it (UTF-8)
+    assert d["new"] == ["N", "UW1"] and d["new(2)"] == ["N", "Y", "UW1"]  # missing words from GitHub's
     assert d["odd"] == ["AA1", "D", "#", "COMMENT"]  # the original's fast-file reading keeps comments
+    assert ";;;" not in d and "" not in d
+
+
+def test_dictionary_base_is_cmudict_07b_of_2015():
+    """The committed dictionary has the 2015-07 revision's entries (they differ from the 2014 copy's)."""
+    d = english.load_dictionary()
+    assert d["module"] == ["M", "AO1", "JH", "UW0", "L"]
+    assert d["solution"] == ["S", "AA0", "L", "UW1", "SH", "AH0", "N"]
+    assert d["acid"] == ["AE1", "S", "IH0", "D"]
 
 
 def test_no_network_and_no_g2p_en_import():
