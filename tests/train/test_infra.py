@@ -67,12 +67,12 @@ def _numpy_params(task, seed=0):
                         abstract)
 
 
-def _two_steps(mesh, batch):
+def _two_steps(mesh, batch, dims=TINY):
     # plain SGD: ScaledAdam's first steps move every element by ~lr*rms*sign(g), so elements whose
     # gradient is ~0 could flip sign between summation orders; SGD keeps the comparison at 1e-5.
     import optax
 
-    task = S1Task(TINY)
+    task = S1Task(dims)
     sched = optax.constant_schedule(1e-3)
     tx = optax.sgd(sched)
     state, sh = create_train_state(task, tx, mesh, jax.random.PRNGKey(3), params=_numpy_params(task))
@@ -96,6 +96,29 @@ def test_sharded_step_equals_single_device():
     assert qkv.sharding.spec[0] == "fsdp" and "tensor" in tuple(qkv.sharding.spec)
     assert len({str(s.index) for s in qkv.addressable_shards}) == 4
     l1, p1, _ = _two_steps(make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1]), batch)
+    np.testing.assert_allclose(l8, l1, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(p8), jax.tree.leaves(p1)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_hash_dropout_stream():
+    """The default dropout stream: keep rate right, key-dependent, and the sharded step with
+    dropout on equals the single-device step (masks depend on global positions only)."""
+    from gsv_jax.train.dropout_rng import dropout_key
+
+    k = dropout_key(jax.random.PRNGKey(7))
+    m = np.asarray(jax.jit(lambda k: jax.random.bernoulli(k, 0.9, (4, 8, 64, 64)))(k))
+    assert abs(m.mean() - 0.9) < 0.005 and np.all(np.abs(m.reshape(4, -1).mean(1) - 0.9) < 0.01)
+    m2 = np.asarray(jax.random.bernoulli(jax.random.fold_in(k, 1), 0.9, (4, 8, 64, 64)))
+    assert abs((m == m2).mean() - 0.82) < 0.01  # independent masks agree on 0.9^2 + 0.1^2
+    with pytest.raises(ValueError, match="dropout_rng"):
+        S1Task(TINY, dropout_rng="fast")
+    batch = next(tiny_data(8))
+    dims = dataclasses.replace(TINY, dropout_rate=0.1)
+    l8, p8, _ = _two_steps(make_mesh({"data": 2, "fsdp": 2, "tensor": 2}), batch, dims)
+    l1, p1, _ = _two_steps(make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1]), batch, dims)
+    l0, _, _ = _two_steps(make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1]), batch, TINY)
+    assert abs(l1[0] - l0[0]) > 1e-3 * abs(l0[0])  # dropout really is on
     np.testing.assert_allclose(l8, l1, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(p8), jax.tree.leaves(p1)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
