@@ -190,8 +190,10 @@ class Block(nn.Module):
         The big cache is only read here (the caller flushes ``recent`` into it every C steps), so
         XLA never copies it inside the decode loop."""
         q, k, v = self.attn.project(x)
-        recent_k = jax.lax.dynamic_update_slice(recent_k, k.astype(recent_k.dtype), (0, 0, slot, 0))
-        recent_v = jax.lax.dynamic_update_slice(recent_v, v.astype(recent_v.dtype), (0, 0, slot, 0))
+        # a select, not a dynamic_update_slice: XLA copied the carried buffers around the latter
+        at_slot = (jnp.arange(recent_k.shape[2]) == slot)[None, None, :, None]
+        recent_k = jnp.where(at_slot, k.astype(recent_k.dtype), recent_k)
+        recent_v = jnp.where(at_slot, v.astype(recent_v.dtype), recent_v)
         kw = jax.lax.slice_in_dim(cache_k, 0, window, axis=2)
         vw = jax.lax.slice_in_dim(cache_v, 0, window, axis=2)
         a = self.attn.attend_cached(q, kw, vw, keep, recent_k, recent_v, recent_keep)
