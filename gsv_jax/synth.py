@@ -53,14 +53,18 @@ def default_cache_dir() -> pathlib.Path:
 
 
 def enable_compilation_cache(path: Optional[str | os.PathLike] = None) -> pathlib.Path:
-    """Turn on JAX's persistent compilation cache (so a second process starts fast)."""
+    """Turn on JAX's persistent compilation cache and our compiled-program store in its
+    ``programs/`` subfolder (so a second process neither compiles nor traces the models)."""
     import jax
+
+    from gsv_jax import programs
 
     path = pathlib.Path(path) if path else default_cache_dir()
     path.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # the many small programs add up
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    programs.enable(path / "programs")
     return path
 
 
@@ -154,6 +158,9 @@ class TTS:
         for name, p in (("gpt", gpt), ("sovits", sovits), ("bert", bert), ("hubert", hubert)):
             if not pathlib.Path(p).exists():
                 raise MissingModelFiles(f"{name} path {p} does not exist. {_LAYOUT_HELP}")
+        cache = kwargs.get("compilation_cache", True)
+        if cache:  # before loading: the loaders use the stored parameter shapes too
+            enable_compilation_cache(None if cache is True else cache)
         return cls(gsv_jax.load_s1(gpt), gsv_jax.load_s2(sovits), gsv_jax.load_bert(bert),
                    gsv_jax.load_hubert(hubert), **kwargs)
 

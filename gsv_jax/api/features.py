@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gsv_jax import programs
 from gsv_jax.convert import hf
 from gsv_jax.models import bert as bert_lib
 from gsv_jax.models import hubert as hubert_lib
@@ -59,12 +60,11 @@ class BertFeatures:
         params = bert_lib.trim_layers(params, bert_lib.layers_needed(cfg, (hidden_state,)))
         self.cfg, self.params, self.tokenizer = cfg, params, tokenizer
         self.hidden_state = hidden_state
-        @jax.jit
         def forward(params, ids, mask):
             (h,) = bert_lib.apply(cfg, params, ids, mask, hidden_states=(hidden_state,))
             return h.astype(jnp.float32)
 
-        self._forward = forward
+        self._forward = programs.cached_jit(forward, "bert", f"{cfg.to_json()} hidden_state={hidden_state}")
 
     @property
     def compilations(self) -> int:
@@ -147,13 +147,12 @@ class HubertFeatures:
         self.cfg, self.params = cfg, params
         model = hubert_lib.Hubert(cfg)
 
-        @jax.jit
         def forward(params, wav, lengths):
             h, valid = model.apply({"params": params}, wav, lengths)
             h = jnp.where(valid[..., None], h.astype(jnp.float32), 0.0)
             return jnp.swapaxes(h, 1, 2)
 
-        self._forward = forward
+        self._forward = programs.cached_jit(forward, "hubert", cfg.to_json())
 
     @property
     def compilations(self) -> int:

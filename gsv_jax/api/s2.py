@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gsv_jax import programs
 from gsv_jax.convert import s2 as conv
 from gsv_jax.convert.torch_io import CheckpointError, HParams
 from gsv_jax.models.s2.modules import sequence_mask
@@ -37,7 +38,9 @@ def bucket_length(n: int, minimum: int = 16, steps_per_octave: int = 8) -> int:
 
 @functools.lru_cache(maxsize=8)
 def _template(cfg: S2ModelConfig, with_enc_q: bool):
-    return jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0), weight_norm=True, with_enc_q=with_enc_q))
+    return programs.cached_eval_shape(
+        lambda: init_params(cfg, jax.random.PRNGKey(0), weight_norm=True, with_enc_q=with_enc_q),
+        "s2_template", f"{cfg!r} enc_q={with_enc_q}")
 
 
 def _wn_layers(cfg: S2ModelConfig) -> set:
@@ -271,9 +274,10 @@ class S2:
 @functools.lru_cache(maxsize=None)
 def _jitted(config: S2ModelConfig):
     model = SynthesizerTrn(config, weight_norm=False)
-    return (jax.jit(functools.partial(_extract_latent, model)),
-            jax.jit(functools.partial(_ref_embedding, model)),
-            jax.jit(functools.partial(_decode_core, model)))
+    salt = repr(config)
+    return (programs.cached_jit(functools.partial(_extract_latent, model), "s2_extract_latent", salt),
+            programs.cached_jit(functools.partial(_ref_embedding, model), "s2_ref_embedding", salt),
+            programs.cached_jit(functools.partial(_decode_core, model), "s2_decode", salt))
 
 
 def _extract_latent(model, params, ssl):

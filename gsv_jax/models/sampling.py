@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gsv_jax import programs
 from gsv_jax.models.s1 import S1Dims, S1Model
 from gsv_jax.nn.positional import TABLE_LEN
 
@@ -140,8 +141,11 @@ class S1Decoder:
         # utterance (up to ~5 s of speech) decodes with one compiled window instead of two
         self.first_window_tokens = first_window_tokens
         self.trace_counts: collections.Counter = collections.Counter()
-        self._prefill = jax.jit(self._prefill_impl, static_argnames=("cache_len", "record"))
-        self._decode = jax.jit(self._decode_impl, static_argnames=("window", "record"), donate_argnums=(1,))
+        salt = f"{dims!r} chunk={chunk}"
+        self._prefill = programs.cached_jit(self._prefill_impl, "s1_prefill", salt,
+                                            static_argnames=("cache_len", "record"))
+        self._decode = programs.cached_jit(self._decode_impl, "s1_decode", salt, static_argnames=("window", "record"),
+                                           donate_argnums=(1,))
 
     def _model(self, cache_len: int) -> S1Model:
         return S1Model(self.dims, table_len=max(TABLE_LEN, cache_len))
