@@ -1,4 +1,5 @@
 """End-to-end synthesis on tiny random models: TTS API, infer.py, determinism, compile counts, bad input."""
+import json
 import os
 import subprocess
 import sys
@@ -130,3 +131,44 @@ def test_infer_cli_selftest_and_errors(tmp_path):
     assert r.returncode == 2 and "does not exist" in r.stderr and "s2.pth" in r.stderr
     r = subprocess.run([sys.executable, "infer.py", "--help"], cwd=REPO, env=env, capture_output=True, text=True)
     assert r.returncode == 0 and "--repetition-penalty" in r.stdout
+
+
+_SECOND_PROCESS = r"""
+import json, sys
+import jax
+import numpy as np
+from gsv_jax import selftest
+traces = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda name, *a, **k: traces.append(name) if name == "/jax/core/compile/tracing_duration" else None)
+compiles = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda name, *a, **k: compiles.append(name) if name == "/jax/core/compile/backend_compile_duration" else None)
+tts = selftest.tiny_tts(0, compilation_cache=sys.argv[1])
+ref = selftest.write_selftest_reference(sys.argv[2])
+before = len(traces)
+wav, sr = tts.synthesize("你好，这是一个自检。", "zh", ref, "这是参考音频的文字。", "zh", top_k=1, noise_scale=0.0,
+                         max_new_tokens=24, seed=0)
+model_traces = sum(tts.s1.decoder.trace_counts.values())
+print(json.dumps({"wav": float(np.abs(wav).sum()), "n": len(wav), "model_traces": model_traces,
+                  "compiles": len(compiles)}))
+"""
+
+
+def test_second_process_loads_stored_programs(tmp_path):
+    """With the compilation cache on, a second process runs S1/S2/BERT/HuBERT from the stored
+    programs: the S1 decoder is never traced, almost nothing is compiled, and the audio is identical."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    runs = []
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-c", _SECOND_PROCESS, str(tmp_path / "cache"), str(tmp_path / "ref.wav")],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        runs.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    first, second = runs
+    assert first["model_traces"] >= 2 and second["model_traces"] == 0
+    assert second["wav"] == first["wav"] and second["n"] == first["n"]
+    names = {p.name.split("-")[0] for p in (tmp_path / "cache" / "programs").glob("*.xla")}
+    assert {"s1_prefill", "s1_decode", "s2_decode", "s2_ref_embedding", "s2_extract_latent", "bert", "hubert"} <= names
+    assert second["compiles"] < first["compiles"]
