@@ -38,6 +38,7 @@ ap.add_argument("--memory-batch", type=int, default=64)
 ap.add_argument("--memory-tx", type=int, default=128, help="padded phoneme length (a data bucket)")
 ap.add_argument("--memory-ty", type=int, default=384, help="padded semantic length (a data bucket)")
 ap.add_argument("--memory-dtype", default="bfloat16")
+ap.add_argument("--memory-remat", default="none", help="train.remat for the memory section: none | dots")
 ap.add_argument("--tpu", action="store_true", help="memory section on a TPU v5e:2x4 topology (libtpu)")
 ap.add_argument("--hbm-gib", type=float, default=16.0, help="device memory to check against (v5e: 16)")
 args = ap.parse_args()
@@ -155,7 +156,7 @@ def memory(out):
     abstract, sh = state_shardings(task, tx, mesh, jax.random.PRNGKey(0))
     spec = task.batch_spec(args.memory_batch, args.memory_tx, args.memory_ty)
     b_sh = batch_shardings(spec, mesh)
-    step = jit_step(make_step_fn(task, tx, sched), sh, b_sh, mesh)
+    step = jit_step(make_step_fn(task, tx, sched, remat=args.memory_remat), sh, b_sh, mesh)
     rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     t0, c0 = time.perf_counter(), cpu_seconds()
     compiled = step.lower(with_shardings(abstract, sh), with_shardings(spec, b_sh),
@@ -170,7 +171,7 @@ def memory(out):
     out["memory"] = dict(
         target=target, mesh={"data": 1, "fsdp": 8, "tensor": 1}, batch=args.memory_batch,
         padded_shape={"phonemes": args.memory_tx, "semantic": args.memory_ty}, compute_dtype=args.memory_dtype,
-        params=count_params(abstract.params), train_state_gib_total=gib(state_bytes),
+        remat=args.memory_remat, params=count_params(abstract.params), train_state_gib_total=gib(state_bytes),
         per_device=per_device, per_device_total_gib=gib(total),
         flops_per_device=r.get("flops"), device_memory_gib=args.hbm_gib,
         fits=bool(total <= args.hbm_gib * 2**30), headroom_gib=round(args.hbm_gib - total / 2**30, 3),
