@@ -38,7 +38,7 @@ def main():
 
     t0 = time.perf_counter()
     s2 = new_s2(cfg, seed=0, with_enc_q=False, fast=True)
-    _ = s2.infer_params
+    _ = s2.device_params
     init_s = time.perf_counter() - t0
 
     rng = np.random.default_rng(0)
