@@ -134,7 +134,8 @@ def _compile_only(config, task, tx, schedule):
     spec = task.batch_spec(per_update, tx_len, ty_len)
     b_sh = batch_shardings(spec, mesh)
     step = jit_step(make_step_fn(task, tx, schedule, accum_steps=config.train.accum_steps,
-                                 accum_reduce=config.train.accum_reduce, grad_clip=config.train.grad_clip),
+                                 accum_reduce=config.train.accum_reduce, grad_clip=config.train.grad_clip,
+                                 remat=config.train.get("remat", "none")),
                     shardings, b_sh, mesh)
     rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     compiled = step.lower(with_shardings(abstract, shardings), with_shardings(spec, b_sh),

@@ -32,6 +32,7 @@ class LoopConfig:
     accum_steps: int = 1
     accum_reduce: str = "sum"
     grad_clip: float = 0.0
+    remat: str = "none"  # "dots": recompute all but weight-matmul outputs in the backward pass
     seed: int = 1234
     async_checkpoint: bool = True
     progress_bar: bool = True
@@ -125,7 +126,7 @@ def run(task, tx, schedule, data_iter, workdir: str, mesh, cfg: LoopConfig, *, i
                 raw_step = task.make_step_fn(tx, schedule)
             else:
                 raw_step = make_step_fn(task, tx, schedule, accum_steps=cfg.accum_steps,
-                                        accum_reduce=cfg.accum_reduce, grad_clip=cfg.grad_clip)
+                                        accum_reduce=cfg.accum_reduce, grad_clip=cfg.grad_clip, remat=cfg.remat)
             step_fn = jit_step(raw_step, shardings, b_sh, mesh)
             t0 = time.perf_counter()
             compiled = step_fn.lower(with_shardings(abstract, shardings), spec, rng).compile()

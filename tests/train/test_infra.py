@@ -124,6 +124,26 @@ def test_hash_dropout_stream():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+def test_remat_gives_the_same_step():
+    import optax
+
+    from gsv_jax.train.state import TrainState
+
+    task = S1Task(dataclasses.replace(TINY, dropout_rate=0.1))
+    params = jax.tree.map(jnp.asarray, _numpy_params(task))
+    tx, sched = optax.sgd(1e-3), optax.constant_schedule(1e-3)
+    batch = next(tiny_data(4))
+    out = []
+    for remat in ("none", "dots"):
+        st = TrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params), rng=jax.random.PRNGKey(0))
+        out.append(jax.jit(make_step_fn(task, tx, sched, remat=remat))(st, batch, jax.random.PRNGKey(2)))
+    np.testing.assert_allclose(float(out[0][1]["loss"]), float(out[1][1]["loss"]), rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(out[0][0].params), jax.tree.leaves(out[1][0].params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="remat"):
+        make_step_fn(task, tx, sched, remat="all")
+
+
 def test_restore_onto_different_mesh(tmp_path):
     task = S1Task(TINY)
     tx = scaled_adam(original_s1_schedule())
