@@ -32,6 +32,10 @@ ap.add_argument("--batch", type=int, default=8)
 ap.add_argument("--tx", type=int, default=100)
 ap.add_argument("--ty", type=int, default=300)
 ap.add_argument("--layers", type=int, default=0, help="override n_layer (quick checks only)")
+ap.add_argument("--wait-load", type=float, default=0.0,
+                help="before the timed steps, wait until the 1-min load average is below this (0 = no wait)")
+ap.add_argument("--wait-max", type=float, default=900.0, help="longest wait for --wait-load (s)")
+ap.add_argument("--compilation-cache", default="", help="persistent compilation cache dir (repeat runs)")
 ap.add_argument("--skip-speed", action="store_true")
 ap.add_argument("--skip-memory", action="store_true")
 ap.add_argument("--memory-batch", type=int, default=64)
@@ -79,6 +83,23 @@ def load():
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def machine_busy_seconds():
+    """CPU-seconds all processes on the machine have used (from /proc/stat), or None."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return (v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def wait_for_quiet():
+    t0 = time.perf_counter()
+    while args.wait_load and os.getloadavg()[0] >= args.wait_load and time.perf_counter() - t0 < args.wait_max:
+        time.sleep(5)
+    return round(time.perf_counter() - t0, 1)
+
+
 def batch_of(b, tx, ty, seed=0):
     rs = np.random.RandomState(seed)
     return {"x": rs.randint(0, 732, (b, tx)).astype(np.int32), "x_lens": np.full((b,), tx, np.int32),
@@ -106,15 +127,22 @@ def speed(out):
     compiled = step.lower(state, spec, rng).compile()
     compile_s, compile_cpu = time.perf_counter() - t0, cpu_seconds() - c0
     dev_batch = to_device_batch(batch, b_sh)
-    times, cpus, losses = [], [], []
-    for i in range(args.steps + 1):
-        t, c = time.perf_counter(), cpu_seconds()
+    state, m = compiled(state, dev_batch, rng)  # the first call also allocates buffers: not timed
+    jax.block_until_ready(m)
+    losses = [float(m["loss"])]
+    waited = wait_for_quiet()
+    load_at_start = load()
+    times, cpus, loads, others = [], [], [], []
+    for i in range(args.steps):
+        t, c, busy = time.perf_counter(), cpu_seconds(), machine_busy_seconds()
         state, m = compiled(state, dev_batch, rng)
         jax.block_until_ready(m)
+        times.append(time.perf_counter() - t)
+        cpus.append(cpu_seconds() - c)
+        loads.append(load()[0])
+        if busy is not None:
+            others.append(round(machine_busy_seconds() - busy - cpus[-1], 2))
         losses.append(float(m["loss"]))
-        if i:  # the first call also allocates buffers: not counted
-            times.append(time.perf_counter() - t)
-            cpus.append(cpu_seconds() - c)
     sec = float(np.median(times))
     out["speed"] = dict(
         config=f"s1_v2 ({task.dims.n_layer} layers, {task.dims.dim} wide, {task.dims.heads} heads)",
@@ -124,7 +152,10 @@ def speed(out):
         host_init_and_place_seconds=round(init_s, 2),
         compile_seconds=round(compile_s, 2), compile_cpu_seconds=round(compile_cpu, 2),
         seconds_per_step=round(sec, 3), all_step_seconds=[round(t, 3) for t in times],
-        cpu_seconds_per_step=round(float(np.median(cpus)), 3),
+        cpu_seconds_per_step=round(float(np.median(cpus)), 3), all_cpu_seconds=[round(c, 2) for c in cpus],
+        other_processes_cpu_seconds_each_step=others, load_1min_after_each_step=loads,
+        waited_for_load_seconds=waited, load_average_at_first_timed_step=load_at_start,
+        best_step_seconds=round(min(times), 3),
         step_flops=float(compiled_report(compiled).get("flops", -1.0)),
         losses=[round(x, 3) for x in losses],
         original_seconds_fwd_bwd=ORIGINAL_SECONDS, target_seconds=TARGET_SECONDS,
@@ -180,6 +211,9 @@ def memory(out):
 
 
 if __name__ == "__main__":
+    if args.compilation_cache:
+        jax.config.update("jax_compilation_cache_dir", args.compilation_cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     result = {"bench": "s1_train", "jax": jax.__version__, "cpus": os.cpu_count(), "load_average_start": load()}
     if not args.skip_speed:
         speed(result)
