@@ -2,8 +2,10 @@
 
 BERT phone features for a 60-character Mandarin sentence and HuBERT features for 10 s of audio,
 full-size configs (chinese-roberta-wwm-ext-large, chinese-hubert-base) with random weights, fp32.
-Prints one JSON object: steady-state seconds per call (median), the speed-up over PyTorch, and
-the one-off compile time separately. Needs torch (test extra) for the comparison.
+Prints one JSON object: steady-state seconds per call (median of --repeats, torch and JAX calls
+interleaved so both see the same background load), wall and process CPU time, the speed-ups,
+the one-off compile time separately, and the 1-minute load average around the timings. Needs
+torch (test extra) for the comparison.
 
     python bench/features.py [--repeats 5] [--only bert|hubert]
 """
@@ -29,19 +31,31 @@ SENTENCE = (
 def timed(fn, repeats):
     """Median wall-clock and median process CPU seconds per call. On a shared machine the CPU
     time (all threads of this process) is the steadier measure of the work done."""
-    wall, cpu = [], []
+    return timed_pair([fn], repeats)[0]
+
+
+def timed_pair(fns, repeats):
+    """:func:`timed` for several functions, their calls interleaved (a, b, a, b, ...) so that
+    each sees the same background load on a shared machine."""
+    wall, cpu = [[] for _ in fns], [[] for _ in fns]
     for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return statistics.median(wall), statistics.median(cpu)
+        for i, fn in enumerate(fns):
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            wall[i].append(time.perf_counter() - t0)
+            cpu[i].append(time.process_time() - c0)
+    return [(statistics.median(w), statistics.median(c)) for w, c in zip(wall, cpu)]
 
 
-def report(what, t_torch, t_jax, t_first, got, want, **extra):
+def load_avg():
+    return round(os.getloadavg()[0], 2)
+
+
+def report(what, t_torch, t_jax, t_first, got, want, load_before, **extra):
     return {
         "what": what,
         **extra,
+        "load_avg_1min": [load_before, load_avg()],  # before and after this model's timings
         "torch_s": round(t_torch[0], 4),
         "jax_s": round(t_jax[0], 4),
         "speedup": round(t_torch[0] / t_jax[0], 2),
@@ -79,19 +93,17 @@ def bench_bert(repeats):
             return torch.cat([res[i].repeat(word2ph[i], 1) for i in range(len(word2ph))], 0).T.numpy()
 
     want = torch_features()
-    t_torch = timed(torch_features, repeats)
-
     cfg = bert_lib.bert_config()
     params = hf.bert_params({k: v.numpy() for k, v in model.state_dict().items()}, cfg)
-    del model
     bert = BertFeatures(cfg, params, tokenizer)
     t0 = time.perf_counter()
     got = bert.phone_features(SENTENCE, word2ph)
     t_first = time.perf_counter() - t0
-    t_jax = timed(lambda: bert.phone_features(SENTENCE, word2ph), repeats)
+    load = load_avg()
+    t_torch, t_jax = timed_pair([torch_features, lambda: bert.phone_features(SENTENCE, word2ph)], repeats)
     return report(
         "BERT phone features, 60 characters (62 tokens, bucket 64), chinese-roberta-wwm-ext-large geometry",
-        t_torch, t_jax, t_first, got, want, phones=int(got.shape[1]),
+        t_torch, t_jax, t_first, got, want, load, phones=int(got.shape[1]),
     )
 
 
@@ -113,19 +125,17 @@ def bench_hubert(repeats):
             return model(torch.from_numpy(wav)[None])["last_hidden_state"].transpose(1, 2).numpy()
 
     want = torch_features()
-    t_torch = timed(torch_features, repeats)
-
     cfg = hubert_lib.hubert_config()
     params = hf.hubert_params({k: v.numpy() for k, v in model.state_dict().items()}, cfg)
-    del model
     hubert = HubertFeatures(cfg, params)
     t0 = time.perf_counter()
     got = np.asarray(hubert(wav))
     t_first = time.perf_counter() - t0
-    t_jax = timed(lambda: hubert(wav).block_until_ready(), repeats)
+    load = load_avg()
+    t_torch, t_jax = timed_pair([torch_features, lambda: hubert(wav).block_until_ready()], repeats)
     return report(
         "HuBERT features, 10 s at 16 kHz (bucket 10.4 s), chinese-hubert-base geometry",
-        t_torch, t_jax, t_first, got, want, frames=int(got.shape[-1]),
+        t_torch, t_jax, t_first, got, want, load, frames=int(got.shape[-1]),
     )
 
 
@@ -139,7 +149,7 @@ def main():
 
     out = {
         "machine": {"cpus": os.cpu_count(), "jax_backend": jax.default_backend(),
-                    "torch_threads": torch.get_num_threads(), "load_avg_1min": round(os.getloadavg()[0], 2)},
+                    "torch_threads": torch.get_num_threads(), "load_avg_1min": load_avg()},
         "dtype": "float32",
     }
     if args.only in (None, "bert"):
