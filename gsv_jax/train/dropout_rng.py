@@ -2,7 +2,7 @@
 
 JAX's default generator (threefry2x32, 20 rounds per pair of words) costs ~24 ns of CPU per
 32-bit word under XLA CPU. The S1 v2 training step draws ~32 M dropout words per layer
-(attention probabilities [B, 16, S, S] dominate): ~20 of its ~54 CPU-seconds at batch 8 x 400
+(attention probabilities [B, 16, S, S] dominate): ~17 of its ~54 CPU-seconds at batch 8 x 400
 positions went into generating dropout masks. This stream hashes each element's index with the
 key instead (two rounds of the ``lowbias32`` integer mixer, ~3 ns per word), 8x cheaper.
 

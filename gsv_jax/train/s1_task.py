@@ -11,7 +11,7 @@ Padding: the original's current code right-pads phonemes but masks them as if le
 trains with the corrected mask (``S1Dims.corrected_mask``); False reproduces the quirk.
 
 Dropout masks come from ``config.train.dropout_rng``: ``"hash"`` (default; a cheap counter-hash
-stream, ``gsv_jax/train/dropout_rng.py``, ~20 CPU-s less per v2 step at batch 8 on CPU) or
+stream, ``gsv_jax/train/dropout_rng.py``, ~17 CPU-s less per v2 step at batch 8 on CPU) or
 ``"threefry"`` (JAX's default generator). Both drop with the same probability; they differ only
 in which elements they drop.
 """
