@@ -53,6 +53,14 @@ class S1Task:
                                     method=S1Model.forward_old)
         return variables["params"]
 
+    def host_init_params(self, seed: int):
+        """Fresh parameters drawn on the host (numpy) with the original's initialisation; used by
+        ``create_train_state`` for runs from scratch (a jitted init of the v2 model compiles for
+        many minutes on CPU)."""
+        from gsv_jax.models.s1 import init_params
+
+        return init_params(self.dims, seed)
+
     def loss_fn(self, params, batch, rng, train: bool = True):
         logits, targets = self.model.apply(
             {"params": params}, batch["x"], batch["x_lens"], batch["y"], batch["y_lens"], batch["bert"],

@@ -13,8 +13,10 @@ checkpointing stay model-agnostic. It provides:
 Creation is abstract-first: ``jax.eval_shape`` gives the shapes and logical names, the rules
 table (``gsv_jax.sharding``) turns them into ``NamedSharding``s, and a jitted init with those
 ``out_shardings`` materialises each shard directly on its device (no host copy of the model).
-Optimizer statistics inherit their parameter's sharding when their shape matches it; everything
-else (counters, per-tensor scalars) is replicated.
+A task may instead provide ``host_init_params(seed)`` (plain numpy tree): fresh runs then draw
+parameters on the host and place them shard by shard (S1: a jitted init of the 77 M-parameter
+model compiles for many minutes on CPU). Optimizer statistics inherit their parameter's sharding
+when their shape matches it; everything else (counters, per-tensor scalars) is replicated.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -109,6 +112,8 @@ def create_train_state(task: Task, tx: optax.GradientTransformation, mesh: Mesh,
         p = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), p)
         return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p), rng=r)
 
+    if params is None and hasattr(task, "host_init_params"):  # drawn on the host, then placed
+        params = task.host_init_params(int(np.asarray(jax.random.key_data(init_rng)).ravel()[-1]))
     if params is None:
         init = jax.jit(lambda r, sr: from_params(nn.meta.unbox(task.init_params(r)), sr),
                        out_shardings=shardings)
