@@ -5,6 +5,7 @@ widths (``disc_width_div=4``) so that every test compiles and runs in seconds.
 """
 import os
 import importlib.util
+import re
 import pathlib
 
 import jax
@@ -153,8 +154,9 @@ def test_loss_falls_and_kill9_resume_continues_exactly(tmp_path):
     seen = []
     try:
         for line in proc.stdout:
-            if line.startswith("step "):
-                seen.append(int(line.split()[1]))
+            m = re.fullmatch(r"step (\d+)", line.strip())  # s2_run.py's own lines (the loop logs "step N: ...")
+            if m:
+                seen.append(int(m.group(1)))
                 if seen[-1] >= 4:
                     break
         os.kill(proc.pid, signal.SIGKILL)
