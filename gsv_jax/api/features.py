@@ -57,12 +57,13 @@ class BertFeatures:
     def __init__(self, cfg, params, tokenizer, hidden_state: int = BERT_HIDDEN_STATE):
         # keep only the layers that feed the chosen hidden state (22 of 24), sliced once here
         # rather than in every jitted call
-        params = bert_lib.trim_layers(params, bert_lib.layers_needed(cfg, (hidden_state,)))
+        # layers unrolled over separate per-layer arrays (see bert.split_layers)
+        params = jax.device_put(bert_lib.split_layers(params, bert_lib.layers_needed(cfg, (hidden_state,))))
         self.cfg, self.params, self.tokenizer = cfg, params, tokenizer
         self.hidden_state = hidden_state
+
         def forward(params, ids, mask):
-            (h,) = bert_lib.apply(cfg, params, ids, mask, hidden_states=(hidden_state,))
-            return h.astype(jnp.float32)
+            return bert_lib.apply_split(cfg, params, ids, mask, hidden_state).astype(jnp.float32)
 
         self._forward = programs.cached_jit(forward, "bert", f"{cfg.to_json()} hidden_state={hidden_state}")
 

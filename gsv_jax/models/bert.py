@@ -17,7 +17,10 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import ml_collections
+
+from gsv_jax.nn.activations import ACTIVATIONS
 
 # chinese-roberta-wwm-ext-large
 LARGE = dict(
@@ -33,12 +36,7 @@ LARGE = dict(
     pad_token_id=0,
 )
 
-_ACTIVATIONS = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "relu": jax.nn.relu,
-}
+_ACTIVATIONS = ACTIVATIONS
 
 
 def bert_config(dtype: str = "float32", **overrides) -> ml_collections.ConfigDict:
@@ -215,6 +213,53 @@ def apply(cfg, params, input_ids, attention_mask=None, token_type_ids=None, hidd
     """``Bert(cfg).apply`` on the full stored parameters, running only the layers needed."""
     params = trim_layers(params, layers_needed(cfg, hidden_states))
     return Bert(cfg).apply({"params": params}, input_ids, attention_mask, token_type_ids, hidden_states)
+
+
+def split_layers(params: dict, n_layers: int) -> dict:
+    """Inference layout: the first ``n_layers`` layers as a list of separate per-layer trees (on
+    the host, once).  :func:`apply_split` runs them unrolled, so no layer's weights are sliced out
+    of the stack on every call (in ``nn.scan`` XLA copies each layer's ~50 MB per call)."""
+    layers = jax.tree.map(np.asarray, params["layers"]["layer"])
+    rest = {k: v for k, v in params.items() if k != "layers"}
+    per_layer = []
+    for i in range(n_layers):
+        p = jax.tree.map(lambda a, i=i: np.ascontiguousarray(a[i]), layers)
+        # query/key/value as one [D, 3, H, hd] matmul
+        p["qkv"] = {"kernel": np.stack([p.pop(n)["kernel"] for n in ("query", "key", "value")], 1)}
+        p["qkv"]["bias"] = np.stack([layers[n]["bias"][i] for n in ("query", "key", "value")], 0)
+        per_layer.append(p)
+    return {"embeddings": rest, "layers": per_layer}
+
+
+def _layer_split(cfg, p, x, bias):
+    """:class:`BertLayer` on one :func:`split_layers` entry (fused q/k/v; the same sums)."""
+    heads = cfg.num_attention_heads
+    hd = cfg.hidden_size // heads
+    qkv = jnp.einsum("bld,dthk->blthk", x, p["qkv"]["kernel"]) + p["qkv"]["bias"]
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(jnp.float32(hd))
+    probs = jax.nn.softmax(scores + bias, axis=-1).astype(x.dtype)
+    ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+    att = jnp.einsum("blhk,hkd->bld", ctx, p["attn_out"]["kernel"]) + p["attn_out"]["bias"]
+    norm = _layer_norm(cfg.layer_norm_eps, None, x.dtype)
+    x = norm.apply({"params": p["attn_norm"]}, att + x).astype(x.dtype)
+    h = _ACTIVATIONS[cfg.hidden_act](x @ p["intermediate"]["kernel"] + p["intermediate"]["bias"])
+    h = h @ p["output"]["kernel"] + p["output"]["bias"]
+    return norm.apply({"params": p["output_norm"]}, h + x).astype(x.dtype)
+
+
+def apply_split(cfg, split: dict, input_ids, attention_mask, hidden_state: int):
+    """The ``hidden_state``-th hidden state (Python index) from :func:`split_layers` parameters;
+    the same numbers as :func:`apply`."""
+    n_states = cfg.num_hidden_layers + 1
+    n_run = hidden_state % n_states
+    if n_run > len(split["layers"]):
+        raise ValueError(f"hidden state {hidden_state} needs {n_run} layers; {len(split['layers'])} were kept")
+    (x,) = Bert(cfg).apply({"params": split["embeddings"]}, input_ids, attention_mask, None, (0,))
+    bias = jnp.where(attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min)
+    for p in split["layers"][:n_run]:
+        x = _layer_split(cfg, p, x, bias)
+    return x
 
 
 def init_params(cfg: ml_collections.ConfigDict, seed: int = 0, length: int = 8) -> dict:

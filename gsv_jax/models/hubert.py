@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from gsv_jax.nn.activations import ACTIVATIONS
+
 # chinese-hubert-base (HuBERT-base geometry)
 BASE = dict(
     hidden_size=768,
@@ -43,16 +45,7 @@ BASE = dict(
     layer_norm_eps=1e-5,
 )
 
-def _gelu_erf(x):
-    # torch's exact GELU formula; cheaper in XLA:CPU than jax.nn.gelu's erfc form (<1e-6 apart)
-    return x * 0.5 * (1.0 + jax.lax.erf(x * np.float32(0.7071067811865476)))
-
-
-_ACTIVATIONS = {
-    "gelu": _gelu_erf,
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "relu": jax.nn.relu,
-}
+_ACTIVATIONS = ACTIVATIONS
 GROUP_NORM_EPS = 1e-5  # torch.nn.GroupNorm default, used by the first conv layer
 CONV_LAYER_NORM_EPS = 1e-5  # torch.nn.LayerNorm default, used by feat_extract_norm="layer"
 
