@@ -72,6 +72,8 @@ def training_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     t.seed = 1234
     t.compute_dtype = "float32"  # "bfloat16" on TPU/GPU; parameters and losses stay float32
     t.fix_padding_mask = True  # spec s1.md §4.4: train with the mask the original intends
+    t.dropout_rng = "hash"  # dropout mask stream: "hash" (cheap counter hash) or "threefry" (JAX's default)
+    t.remat = "none"  # "dots": recompute all but the weight-matmul outputs in the backward pass
     t.async_checkpoint = True
     t.progress_bar = True
     t.tensorboard = True
