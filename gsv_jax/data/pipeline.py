@@ -219,8 +219,9 @@ def collate(items: list[dict], tx: int, ty: int, loss_len: int, pad_val: int = 1
             "loss_len": np.full((b,), loss_len, np.int32)}
 
 
-class InMemoryS1Reader:
-    """A reader over a list of item dicts (tests, synthetic data)."""
+class InMemoryReader:
+    """A reader over a list of item dicts (tests, synthetic data, tiny corpora), for the S1 and
+    S2 pipelines; ``lengths(field)`` is each item's last-axis size (time for every field)."""
 
     def __init__(self, items: list[dict]):
         self.items = items
@@ -232,5 +233,7 @@ class InMemoryS1Reader:
         return self.items[int(i)]
 
     def lengths(self, field):
-        return np.asarray([len(np.asarray(it[field]).reshape(-1)) if field != "bert" else np.asarray(it[field]).shape[-1]
-                           for it in self.items], np.int64)
+        return np.asarray([np.asarray(it[field]).shape[-1] for it in self.items], np.int64)
+
+
+InMemoryS1Reader = InMemoryReader

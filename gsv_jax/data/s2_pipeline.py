@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gsv_jax import audio
-from gsv_jax.data.pipeline import PlannedBatchIterator
+from gsv_jax.data.pipeline import InMemoryReader, PlannedBatchIterator
 
 HOP = 640
 BOUNDARIES = (32, 300) + tuple(range(400, 2000, 100))
@@ -110,20 +110,7 @@ class OriginalS2Folder:
         raise KeyError(f"lengths({field!r}): this reader knows 'wav32k' and 'phone_ids'")
 
 
-class InMemoryS2Reader:
-    """Items as dicts (tests, tiny corpora)."""
-
-    def __init__(self, items: list[dict]):
-        self.items = items
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[int(i)]
-
-    def lengths(self, field):
-        return np.asarray([np.asarray(x[field]).shape[-1] for x in self.items], np.int64)
+InMemoryS2Reader = InMemoryReader
 
 
 def bucket_index(frames: int, boundaries) -> int:
