@@ -106,7 +106,15 @@ def lr_at_epoch(o: S2OptimConfig, epoch):
 
 class S2Task:
     def __init__(self, model_cfg: S2ModelConfig, optim: S2OptimConfig | None = None, *, dropout: bool = True,
-                 mel_cfg: dict | None = None, disc_width_div: int = 1):
+                 mel_cfg: dict | None = None, disc_width_div: int = 1, param_sharding: str = "replicated"):
+        if param_sharding not in ("replicated", "logical"):
+            raise ValueError(f"param_sharding={param_sharding!r}: use 'replicated' or 'logical'")
+        # "replicated" (default): pure data parallelism over every mesh axis that divides the batch.
+        # S2 is small (~80 M + 50 M parameters), and with its conv weights split over fsdp/tensor
+        # XLA's partitioner computed wrong generator gradients (Shardy, jax 0.10.2: up to 50 % off on
+        # the input convs) or crashed (GSPMD: convolution_handler shape check); "logical" keeps the
+        # model's logical axes for when that is fixed.
+        self.param_sharding = param_sharding
         self.config = model_cfg
         self.optim = optim or S2OptimConfig()
         # exact_ref_lengths=False: ref_enc sees padded frames as the original training batch does (parity)
@@ -125,7 +133,8 @@ class S2Task:
         mel = {k: data[k] for k in ("filter_length", "hop_length", "win_length", "n_mel_channels", "sampling_rate",
                                     "mel_fmin", "mel_fmax") if k in data}
         return cls(model_cfg, optim, dropout=bool(train.get("dropout", True)), mel_cfg=mel,
-                   disc_width_div=int(train.get("disc_width_div", 1)))
+                   disc_width_div=int(train.get("disc_width_div", 1)),
+                   param_sharding=str(train.get("param_sharding", "replicated")))
 
     # -- the Task interface ----------------------------------------------------------------------
     def init_params(self, rng):
@@ -136,7 +145,8 @@ class S2Task:
                             jnp.zeros((1, T, c.spec_channels)), jnp.array([T]), jnp.zeros((1, 3), jnp.int32),
                             jnp.array([3]), slice_ids=jnp.zeros((1,), jnp.int32))["params"]
         d = self.disc.init(kd, jnp.zeros((1, 4096), jnp.float32))["params"]
-        return {"g": g, "d": d}
+        params = {"g": g, "d": d}
+        return nn.meta.unbox(params) if self.param_sharding == "replicated" else params
 
     def batch_spec(self, batch_size: int, frames: int = 200, text_len: int = 64) -> dict:
         c, f32, i32 = self.config, jnp.float32, jnp.int32
