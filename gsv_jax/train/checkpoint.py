@@ -11,6 +11,7 @@ saved on one mesh is restored straight onto another (different device count or a
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import threading
 from typing import Any
@@ -22,9 +23,13 @@ import orbax.checkpoint as ocp
 class Checkpointer:
     def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True):
         self.directory = os.path.abspath(directory)
+        _remove_unfinished_saves(self.directory)
+        # Orbax's own clean-up runs in a background thread that close() does not wait for; two
+        # managers opened one after the other on a killed run's folder would race on the same
+        # temporary directory. Ours above is synchronous, so orbax's is off.
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                                enable_async_checkpointing=async_save,
-                                               cleanup_tmp_directories=True)
+                                               cleanup_tmp_directories=False)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data"))
 
     def latest_step(self) -> int | None:
@@ -54,6 +59,21 @@ class Checkpointer:
     def close(self):
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+TMP_MARK = ".orbax-checkpoint-tmp"
+
+
+def _remove_unfinished_saves(directory: str) -> None:
+    """Delete the temporary folders a run killed mid-save leaves (primary host; others wait)."""
+    if jax.process_index() == 0 and os.path.isdir(directory):
+        for name in os.listdir(directory):
+            if TMP_MARK in name:
+                shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("gsv_jax checkpoint tmp clean-up")
 
 
 class StopSignal:

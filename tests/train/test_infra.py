@@ -165,6 +165,22 @@ def test_restore_onto_different_mesh(tmp_path):
     assert emb.sharding.spec == jax.sharding.PartitionSpec("tensor", "fsdp")
 
 
+def test_unfinished_save_removed_synchronously_on_open(tmp_path):
+    # a killed run leaves "<step>.orbax-checkpoint-tmp"; opening the folder twice in a row (as the
+    # kill -9 test and a resumed train.py do) must remove it once, with no race between the two
+    d = tmp_path / "ck"
+    (d / "6.orbax-checkpoint-tmp" / "state").mkdir(parents=True)
+    (d / "6.orbax-checkpoint-tmp" / "state" / "blob").write_bytes(b"x" * 10)
+    first = ckpt_lib.Checkpointer(str(d))
+    assert not (d / "6.orbax-checkpoint-tmp").exists()
+    assert first.all_steps() == []
+    first.close()
+    second = ckpt_lib.Checkpointer(str(d))
+    second.save(1, {"w": np.arange(3.0)})
+    second.close()
+    assert second.all_steps() == [1]
+
+
 def _read_losses(workdir):
     out = {}
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
