@@ -2,160 +2,174 @@
 
 BERT phone features for a 60-character Mandarin sentence and HuBERT features for 10 s of audio,
 full-size configs (chinese-roberta-wwm-ext-large, chinese-hubert-base) with random weights, fp32.
-Prints one JSON object: steady-state seconds per call (median of --repeats, torch and JAX calls
-interleaved so both see the same background load), wall and process CPU time, the speed-ups,
-the one-off compile time separately, and the 1-minute load average around the timings. Needs
-torch (test extra) for the comparison.
 
-    python bench/features.py [--repeats 5] [--only bert|hubert]
+Each side runs alone in its own process, one after the other (never both at once, never both in
+one process: torch's and XLA's thread pools in one process slow each other down). The torch
+process builds the random model, writes it as a Hugging Face folder (``save_pretrained`` + a
+vocab), times the original's feature code and saves its output; the JAX process loads that folder
+the way users do (``gsv_jax.load_bert`` / ``load_hubert``), times the first call (compile) and the
+steady state, and saves its output. Prints one JSON object: median seconds per call (wall and
+process CPU), the speed-ups, the compile time, the max relative difference of the outputs, and
+the 1-minute load average before each side. Needs torch (test extra).
+
+    python bench/features.py [--repeats 7] [--only bert|hubert]
 """
 import argparse
 import json
 import os
 import pathlib
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
 SENTENCE = (
     "今天天气很好，我们一起去公园散步吧。春天来了，花儿都开了，小鸟在树上唱歌，"
     "孩子们在草地上奔跑，大家都很开心，真是太好了！"
 )
-
-
-def timed(fn, repeats):
-    """Median wall-clock and median process CPU seconds per call. On a shared machine the CPU
-    time (all threads of this process) is the steadier measure of the work done."""
-    return timed_pair([fn], repeats)[0]
-
-
-def timed_pair(fns, repeats):
-    """:func:`timed` for several functions, their calls interleaved (a, b, a, b, ...) so that
-    each sees the same background load on a shared machine."""
-    wall, cpu = [[] for _ in fns], [[] for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            t0, c0 = time.perf_counter(), time.process_time()
-            fn()
-            wall[i].append(time.perf_counter() - t0)
-            cpu[i].append(time.process_time() - c0)
-    return [(statistics.median(w), statistics.median(c)) for w, c in zip(wall, cpu)]
+WORD2PH = [1 if ch in "，。！" else 2 for ch in SENTENCE]
+WAV_SECONDS = 10.0
 
 
 def load_avg():
     return round(os.getloadavg()[0], 2)
 
 
-def report(what, t_torch, t_jax, t_first, got, want, load_before, **extra):
+def timed(fn, repeats):
+    """Median wall-clock and median process CPU seconds (all threads) per call."""
+    wall, cpu = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return {"wall_s": round(statistics.median(wall), 4), "cpu_s": round(statistics.median(cpu), 4),
+            "all_wall_s": [round(w, 4) for w in wall]}
+
+
+def test_wav():
+    rng = np.random.default_rng(0)
+    return (0.1 * rng.standard_normal(int(16000 * WAV_SECONDS))).astype(np.float32)
+
+
+# --- the torch side (its own process) ------------------------------------------------------------
+def torch_side(model_name, folder, repeats):
+    import torch
+    import transformers
+
+    from gsv_jax.models import bert as bert_lib
+
+    torch.manual_seed(0)
+    folder = pathlib.Path(folder)
+    if model_name == "bert":
+        assert len(SENTENCE) == 60
+        model = transformers.BertForMaskedLM(transformers.BertConfig(**bert_lib.LARGE)).eval()
+        chars = sorted(set(SENTENCE))  # a vocab with every character of the sentence
+        vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars
+        model.save_pretrained(folder)
+        (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+        tokenizer = transformers.BertTokenizerFast(vocab=str(folder / "vocab.txt"))
+        tokenizer.save_pretrained(folder)
+
+        def features():  # the original's get_bert_feature
+            inputs = tokenizer(SENTENCE, return_tensors="pt")
+            with torch.inference_mode():
+                res = model(**inputs, output_hidden_states=True)
+                res = torch.cat(res["hidden_states"][-3:-2], -1)[0][1:-1]
+                return torch.cat([res[i].repeat(WORD2PH[i], 1) for i in range(len(WORD2PH))], 0).T.numpy()
+    else:
+        model = transformers.HubertModel(transformers.HubertConfig()).eval()  # HuBERT-base geometry
+        model.save_pretrained(folder)
+        wav = torch.from_numpy(test_wav())[None]
+
+        def features():
+            with torch.inference_mode():
+                return model(wav)["last_hidden_state"].transpose(1, 2).numpy()
+
+    np.save(folder / "torch_out.npy", features())  # also the warm-up call
+    load = load_avg()
+    return {"load_avg_1min": load, "threads": torch.get_num_threads(), **timed(features, repeats)}
+
+
+# --- the JAX side (its own process) --------------------------------------------------------------
+def jax_side(model_name, folder, repeats):
+    import jax
+
+    import gsv_jax
+
+    folder = pathlib.Path(folder)
+    if model_name == "bert":
+        bert = gsv_jax.load_bert(folder)
+
+        def features():
+            return np.asarray(bert.phone_features(SENTENCE, WORD2PH))
+    else:
+        hubert = gsv_jax.load_hubert(folder)
+        wav = test_wav()
+
+        def features():
+            return np.asarray(hubert(wav))
+    t0 = time.perf_counter()
+    out = features()
+    first = time.perf_counter() - t0
+    np.save(folder / "jax_out.npy", out)
+    load = load_avg()
+    res = timed(features, repeats)
+    return {"load_avg_1min": load, "backend": jax.default_backend(), "first_call_s": round(first, 3),
+            "compile_s": round(first - res["wall_s"], 3), **res}
+
+
+def run_side(side, model_name, folder, repeats):
+    cmd = [sys.executable, __file__, "--side", side, "--only", model_name, "--folder", folder,
+           "--repeats", str(repeats)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+WHAT = {
+    "bert": "BERT phone features, 60 characters (62 tokens), chinese-roberta-wwm-ext-large geometry",
+    "hubert": f"HuBERT features, {WAV_SECONDS:g} s at 16 kHz, chinese-hubert-base geometry",
+}
+
+
+def compare(model_name, repeats):
+    with tempfile.TemporaryDirectory() as folder:
+        t = run_side("torch", model_name, folder, repeats)
+        j = run_side("jax", model_name, folder, repeats)
+        want, got = np.load(f"{folder}/torch_out.npy"), np.load(f"{folder}/jax_out.npy")
     return {
-        "what": what,
-        **extra,
-        "load_avg_1min": [load_before, load_avg()],  # before and after this model's timings
-        "torch_s": round(t_torch[0], 4),
-        "jax_s": round(t_jax[0], 4),
-        "speedup": round(t_torch[0] / t_jax[0], 2),
-        "torch_cpu_s": round(t_torch[1], 4),
-        "jax_cpu_s": round(t_jax[1], 4),
-        "speedup_cpu_time": round(t_torch[1] / t_jax[1], 2),
-        "jax_compile_s": round(t_first - t_jax[0], 2),
+        "what": WHAT[model_name],
+        "output_shape": list(got.shape),
+        "torch": t,
+        "jax": j,
+        "speedup": round(t["wall_s"] / j["wall_s"], 2),
+        "speedup_cpu_time": round(t["cpu_s"] / j["cpu_s"], 2),
         "max_rel_err_vs_torch": float(np.abs(got - want).max() / np.abs(want).max()),
     }
 
 
-def bench_bert(repeats):
-    import torch
-    import transformers
-
-    from gsv_jax.api.features import BertFeatures
-    from gsv_jax.convert import hf
-    from gsv_jax.models import bert as bert_lib
-
-    assert len(SENTENCE) == 60
-    word2ph = [1 if ch in "，。！" else 2 for ch in SENTENCE]
-    torch.manual_seed(0)
-    model = transformers.BertForMaskedLM(transformers.BertConfig(**bert_lib.LARGE)).eval()
-    with tempfile.TemporaryDirectory() as d:  # a vocab with every character of the sentence
-        chars = sorted(set(SENTENCE))
-        vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars
-        pathlib.Path(d, "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-        tokenizer = transformers.BertTokenizerFast(vocab=str(pathlib.Path(d, "vocab.txt")))
-
-    def torch_features():
-        inputs = tokenizer(SENTENCE, return_tensors="pt")
-        with torch.inference_mode():
-            res = model(**inputs, output_hidden_states=True)
-            res = torch.cat(res["hidden_states"][-3:-2], -1)[0][1:-1]
-            return torch.cat([res[i].repeat(word2ph[i], 1) for i in range(len(word2ph))], 0).T.numpy()
-
-    want = torch_features()
-    cfg = bert_lib.bert_config()
-    params = hf.bert_params({k: v.numpy() for k, v in model.state_dict().items()}, cfg)
-    bert = BertFeatures(cfg, params, tokenizer)
-    t0 = time.perf_counter()
-    got = bert.phone_features(SENTENCE, word2ph)
-    t_first = time.perf_counter() - t0
-    load = load_avg()
-    t_torch, t_jax = timed_pair([torch_features, lambda: bert.phone_features(SENTENCE, word2ph)], repeats)
-    return report(
-        "BERT phone features, 60 characters (62 tokens, bucket 64), chinese-roberta-wwm-ext-large geometry",
-        t_torch, t_jax, t_first, got, want, load, phones=int(got.shape[1]),
-    )
-
-
-def bench_hubert(repeats):
-    import torch
-    import transformers
-
-    from gsv_jax.api.features import HubertFeatures
-    from gsv_jax.convert import hf
-    from gsv_jax.models import hubert as hubert_lib
-
-    torch.manual_seed(0)
-    model = transformers.HubertModel(transformers.HubertConfig()).eval()  # HuBERT-base geometry
-    rng = np.random.default_rng(0)
-    wav = (0.1 * rng.standard_normal(160000)).astype(np.float32)
-
-    def torch_features():
-        with torch.inference_mode():
-            return model(torch.from_numpy(wav)[None])["last_hidden_state"].transpose(1, 2).numpy()
-
-    want = torch_features()
-    cfg = hubert_lib.hubert_config()
-    params = hf.hubert_params({k: v.numpy() for k, v in model.state_dict().items()}, cfg)
-    hubert = HubertFeatures(cfg, params)
-    t0 = time.perf_counter()
-    got = np.asarray(hubert(wav))
-    t_first = time.perf_counter() - t0
-    load = load_avg()
-    t_torch, t_jax = timed_pair([torch_features, lambda: hubert(wav).block_until_ready()], repeats)
-    return report(
-        "HuBERT features, 10 s at 16 kHz (bucket 10.4 s), chinese-hubert-base geometry",
-        t_torch, t_jax, t_first, got, want, load, frames=int(got.shape[-1]),
-    )
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--only", choices=["bert", "hubert"])
+    ap.add_argument("--side", choices=["torch", "jax"], help=argparse.SUPPRESS)  # child processes
+    ap.add_argument("--folder", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    import jax
-    import torch
-
-    out = {
-        "machine": {"cpus": os.cpu_count(), "jax_backend": jax.default_backend(),
-                    "torch_threads": torch.get_num_threads(), "load_avg_1min": load_avg()},
-        "dtype": "float32",
-    }
-    if args.only in (None, "bert"):
-        out["bert"] = bench_bert(args.repeats)
-    if args.only in (None, "hubert"):
-        out["hubert"] = bench_hubert(args.repeats)
+    if args.side:
+        side = torch_side if args.side == "torch" else jax_side
+        print(json.dumps(side(args.only, args.folder, args.repeats)))
+        return
+    out = {"machine": {"cpus": os.cpu_count(), "load_avg_1min": load_avg()}, "dtype": "float32",
+           "method": "each side alone in its own process, torch first, then JAX"}
+    for name in ("bert", "hubert"):
+        if args.only in (None, name):
+            out[name] = compare(name, args.repeats)
     print(json.dumps(out, indent=2))
 
 
