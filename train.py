@@ -1,8 +1,10 @@
-"""Train S1 (text -> semantic tokens) from one CPU to a TPU pod slice.
+"""Train S1 (text -> semantic tokens) or S2 (SoVITS GAN) from one CPU to a TPU pod slice.
 
     python train.py --config configs/s1_v2.py --workdir runs/exp1 \\
         --config.data.exp_dir=logs/myexp --config.train.batch_size=32
     python train.py --config configs/s1_v2.py --workdir runs/ft --init-from s1v3.ckpt ...   # fine-tune
+    python train.py --config configs/s2_v2.py --workdir runs/s2 --config.data.exp_dir=logs/myexp \\
+        --init-from s2G2333k.pth s2D2333k.pth                                # S2 fine-tune (G [D])
     python train.py --config configs/s1_v2.py --compile-only --topology v5e-16 \\
         --config.mesh.fsdp=-1 --config.mesh.data=1                          # does it fit? (no TPU needed)
 
@@ -233,5 +235,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required([])
+    if any(a in ("-h", "--help", "--helpshort") for a in sys.argv[1:]):  # absl would exit 1 after the help
+        FLAGS(sys.argv[:1])
+        app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
     app.run(main)

@@ -48,9 +48,9 @@ def data_config(**overrides) -> ml_collections.ConfigDict:
 def training_configs(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """S2 training (``python train.py --config configs/s2_v2.py``): the original ``s2.json`` train section."""
     config.data.update(dict(exp_dir="", dataset="", min_seconds=0.6, max_seconds=54.0,
-                            boundaries=[32, 300] + list(range(400, 2000, 100)), text_multiple=32, num_threads=4))
+                            boundaries=(32, 300) + tuple(range(400, 2000, 100)), text_multiple=32, num_threads=4))
     config.optim = ml_collections.ConfigDict(dict(
-        learning_rate=1e-4, betas=[0.8, 0.99], eps=1e-9, weight_decay=0.01,  # AdamW, decoupled decay
+        learning_rate=1e-4, betas=(0.8, 0.99), eps=1e-9, weight_decay=0.01,  # AdamW, decoupled decay
         lr_decay=0.999875, text_low_lr_rate=0.4, c_mel=45.0, c_kl=1.0, epoch_offset=0))
     config.train = ml_collections.ConfigDict(dict(
         task="s2", batch_size=8, num_steps=10000, log_every=10, save_every=1000, keep=3, seed=1234,

@@ -389,7 +389,9 @@ def run_training(config, workdir: str, init_from=(), *, stop_after: int | None =
     init_params, extra = None, {}
     from gsv_jax.train import checkpoint as ckpt_lib
 
-    has_ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False).latest_step() is not None
+    probe = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
+    has_ckpt = probe.latest_step() is not None
+    probe.close()
     if init_from and not has_ckpt:
         init_params, extra = task.params_from_original(init_from[0], init_from[1] if len(init_from) > 1 else None)
         if jax.process_index() == 0:
