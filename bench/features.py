@@ -128,7 +128,10 @@ def jax_side(model_name, folder, repeats):
 def run_side(side, model_name, folder, repeats):
     cmd = [sys.executable, __file__, "--side", side, "--only", model_name, "--folder", folder,
            "--repeats", str(repeats)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO)
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    if out.returncode != 0:
+        hint = " (torch is the test extra: pip install -e '.[dev]')" if "No module named 'torch'" in out.stderr else ""
+        raise SystemExit(f"the {side} side of the {model_name} benchmark failed{hint}:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
