@@ -21,9 +21,13 @@ import orbax.checkpoint as ocp
 
 
 class Checkpointer:
-    def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True):
+    def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True,
+                 clean_unfinished: bool = True):
+        """``clean_unfinished=False`` for a look at the folder that must not touch it (e.g. while
+        another process may be writing a checkpoint there)."""
         self.directory = os.path.abspath(directory)
-        _remove_unfinished_saves(self.directory)
+        if clean_unfinished:
+            _remove_unfinished_saves(self.directory)
         # Orbax's own clean-up runs in a background thread that close() does not wait for; two
         # managers opened one after the other on a killed run's folder would race on the same
         # temporary directory. Ours above is synchronous, so orbax's is off.

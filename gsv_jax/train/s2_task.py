@@ -397,7 +397,7 @@ def run_training(config, workdir: str, init_from=(), *, stop_after: int | None =
     init_params, extra = None, {}
     from gsv_jax.train import checkpoint as ckpt_lib
 
-    probe = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
+    probe = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False, clean_unfinished=False)
     has_ckpt = probe.latest_step() is not None
     probe.close()
     if init_from and not has_ckpt:

@@ -171,6 +171,9 @@ def test_unfinished_save_removed_synchronously_on_open(tmp_path):
     d = tmp_path / "ck"
     (d / "6.orbax-checkpoint-tmp" / "state").mkdir(parents=True)
     (d / "6.orbax-checkpoint-tmp" / "state" / "blob").write_bytes(b"x" * 10)
+    look = ckpt_lib.Checkpointer(str(d), clean_unfinished=False)
+    assert (d / "6.orbax-checkpoint-tmp").exists() and look.all_steps() == []
+    look.close()
     first = ckpt_lib.Checkpointer(str(d))
     assert not (d / "6.orbax-checkpoint-tmp").exists()
     assert first.all_steps() == []
