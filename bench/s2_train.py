@@ -63,10 +63,9 @@ def main():
     rng = jax.random.PRNGKey(1)
 
     def g_only(pg, pd, b, r):
-        def loss(p):  # as in S2Task.gan_update: D on the real slice outside the gradient
+        def loss(p):
             out = task.g_forward(p, b, r)
-            real_d = task.disc.apply({"params": pd}, jax.lax.stop_gradient(out["y_slice"]))
-            return task.g_loss(out, pd, real_d)[0]
+            return task.g_loss(out, pd)[0]
 
         return jax.value_and_grad(loss)(pg)
 

@@ -55,9 +55,8 @@ class BertFeatures:
     TOKEN_BUCKETS = (16, 32, 64, 96, 128, 192, 256, 384, 512)
 
     def __init__(self, cfg, params, tokenizer, hidden_state: int = BERT_HIDDEN_STATE):
-        # keep only the layers that feed the chosen hidden state (22 of 24), sliced once here
-        # rather than in every jitted call
-        # layers unrolled over separate per-layer arrays (see bert.split_layers)
+        # only the layers that feed the chosen hidden state (22 of 24), as separate per-layer
+        # arrays in the feature-major inference layout (bert.split_layers), prepared once here
         params = jax.device_put(bert_lib.split_layers(params, bert_lib.layers_needed(cfg, (hidden_state,))))
         self.cfg, self.params, self.tokenizer = cfg, params, tokenizer
         self.hidden_state = hidden_state

@@ -195,15 +195,13 @@ class S2Task:
         loss, r, g = L.discriminator_loss(real, fake)
         return loss, {"loss_disc": loss, "losses_disc_r": r, "losses_disc_g": g, "d_real": real, "d_fake": fake}
 
-    def g_loss(self, out, params_d, real_d=None):
-        """Generator loss. ``real_d``: D's ``(logits, fmaps)`` on the real slice, computed outside
-        the differentiated function so the backward pass runs D's input gradient on the generated
-        half only (the real half carries no generator gradient)."""
+    def g_loss(self, out, params_d):
+        """Generator loss. D runs on the real and the generated slice separately (not as one
+        concatenated batch, as :meth:`discriminate` does): the real half carries no generator
+        gradient, so the backward pass then computes D's input gradient for the generated half only."""
         o = self.optim
-        if real_d is None:
-            real, fake, f_r, f_g = self.discriminate(params_d, out["y_slice"], out["y_hat"])
-        else:
-            (real, f_r), (fake, f_g) = real_d, self.disc.apply({"params": params_d}, out["y_hat"])
+        real, f_r = self.disc.apply({"params": params_d}, jax.lax.stop_gradient(out["y_slice"]))
+        fake, f_g = self.disc.apply({"params": params_d}, out["y_hat"])
         loss_mel = L.mel_loss(out["y_mel"], out["y_hat_mel"]) * o.c_mel
         loss_kl = L.kl_loss(out["z_p"], out["logs_q"], out["m_p"], out["logs_p"], out["mask"]) * o.c_kl
         fm_terms = L.feature_terms(f_r, f_g)
@@ -235,10 +233,8 @@ class S2Task:
         upd, st_d = self.tx_d.update({"g": zeros_g, "d": grads_d}, opt_state["d"], params)
         params_d = jax.tree.map(lambda p, u: p - lr * u, params["d"], upd["d"])
         # generator step against the updated discriminator
-        real_d = self.disc.apply({"params": params_d}, out["y_slice"])
-
         def g_obj(dv):
-            return self.g_loss({**dv, **rest}, params_d, real_d)
+            return self.g_loss({**dv, **rest}, params_d)
 
         (loss_g, aux_g), cot = jax.value_and_grad(g_obj, has_aux=True)(diff)
         (grads_g,) = g_vjp(cot)
