@@ -78,18 +78,12 @@ def test_s2_fine_tune_resume_and_export(tmp_path):
     assert {p.name for p in export.iterdir()} >= {"G_2.pth", "D_2.pth", "G_3.pth", "D_3.pth"}
     import gsv_jax
     from gsv_jax.train.s2_task import S2Task
+    from tests.train.test_s2_train import tiny_config
 
     s2 = gsv_jax.load_s2(next(export.glob("gsv_jax_e*_s3.pth")))
     assert s2.version == "v2"
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_s2_tiny", REPO / "configs" / "s2_tiny.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    config = mod.get_config()
-    from gsv_jax.train.s2_task import training_config
-
-    training_config(config)
+    config = tiny_config()
+    config.train.disc_width_div = 1  # the golden D, as trained above
     back, info = S2Task.from_config(config).params_from_original(export / "G_3.pth", export / "D_3.pth")
     assert set(back) == {"g", "d"} and info["iteration"] >= 1
 
