@@ -18,6 +18,7 @@ import numpy as np
 from gsv_jax import programs
 from gsv_jax.convert import s2 as conv
 from gsv_jax.convert.torch_io import CheckpointError, HParams
+from gsv_jax.models.s2.generator import generator_spectra
 from gsv_jax.models.s2.modules import sequence_mask
 from gsv_jax.models.s2.synthesizer import S2ModelConfig, SynthesizerTrn, init_params
 
@@ -65,7 +66,8 @@ class S2:
         self.key_order = key_order  # state-dict order of the source file (kept on export)
         self._infer_params = None
         self._device_params = None
-        self.model = SynthesizerTrn(config, weight_norm=False)
+        self._device_spectra = None
+        self.model = SynthesizerTrn(config, weight_norm=False, spectral_convs=True)
         self._jit_latent, self._jit_ref, self._jit_decode = _jitted(config)
 
     @property
@@ -90,6 +92,13 @@ class S2:
         if self._device_params is None:
             self._device_params = _map_kernels(self.infer_params, lambda w: jnp.asarray(np.asarray(w).transpose(2, 1, 0)))
         return self._device_params
+
+    @property
+    def device_spectra(self):
+        """Kernel spectra of the generator convs that run in the frequency domain, computed once."""
+        if self._device_spectra is None:
+            self._device_spectra = {"dec": generator_spectra(self.device_params["dec"])}
+        return self._device_spectra
 
     # ------------------------------------------------------------------------------------------
     def extract_latent(self, ssl) -> np.ndarray:
@@ -245,7 +254,7 @@ class S2:
             for b in range(B):
                 eps[b, : out_lens[b]] = draw[b, : out_lens[b]]
         res = self._jit_decode(
-            self.device_params, jnp.asarray(codes_p), jnp.asarray(y_lens, jnp.int32), jnp.asarray(phones_p),
+            self.device_params, self.device_spectra, jnp.asarray(codes_p), jnp.asarray(y_lens, jnp.int32), jnp.asarray(phones_p),
             jnp.asarray(p_lens, jnp.int32), jnp.asarray(ge[:, None, :]), jnp.asarray(eps),
             jnp.asarray(noise_scale, jnp.float32), jnp.asarray(out_lens, jnp.int32))
         hop = cfg.hop
@@ -282,7 +291,7 @@ class S2:
 
 @functools.lru_cache(maxsize=None)
 def _jitted(config: S2ModelConfig):
-    model = SynthesizerTrn(config, weight_norm=False)
+    model = SynthesizerTrn(config, weight_norm=False, spectral_convs=True)
     salt = repr(config)
     return (programs.cached_jit(functools.partial(_extract_latent, model), "s2_extract_latent", salt),
             programs.cached_jit(functools.partial(_ref_embedding, model), "s2_ref_embedding", salt),
@@ -315,7 +324,7 @@ def _ref_embedding(model, params, spec, lens):
     return model.apply({"params": params}, spec, mask, method=SynthesizerTrn.ref_embedding)
 
 
-def _decode_core(model, params, codes, y_lens, text, text_lens, ge, eps, noise_scale, out_lens):
+def _decode_core(model, params, spectra, codes, y_lens, text, text_lens, ge, eps, noise_scale, out_lens):
     from gsv_jax.models.s2.text_encoder import linear_resize
 
     params = _kernels_to_torch_layout(params)
@@ -335,7 +344,7 @@ def _decode_core(model, params, codes, y_lens, text, text_lens, ge, eps, noise_s
         wav = m.decode_wave(z, ge, mask)
         return {"wav": wav, "x": x, "m_p": m_p, "logs_p": logs_p, "z": z}  # latents are small: always returned
 
-    return model.apply({"params": params}, method=run)
+    return model.apply({"params": params, "spectra": spectra}, method=run)
 
 
 # ----------------------------------------------------------------------------------------------

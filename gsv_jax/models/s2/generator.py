@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from gsv_jax.models.s2.modules import Conv1d, ConvTranspose1d, ResBlock1, lrelu, normal_init
+from gsv_jax.models.s2.spectral_conv import DEFAULT_BLOCK, kernel_spectrum, use_spectral
 
 
 class Generator(nn.Module):
@@ -23,6 +25,7 @@ class Generator(nn.Module):
     upsample_kernel_sizes: Sequence[int]
     gin_channels: int = 0
     weight_norm: bool = True
+    spectral_convs: bool = False  # see ResBlock1
 
     @nn.compact
     def __call__(self, x, g=None, mask=None):
@@ -46,7 +49,8 @@ class Generator(nn.Module):
                 mask = jnp.repeat(mask, u, axis=1)
             xs = None
             for j, (rk, rd) in enumerate(zip(self.resblock_kernel_sizes, self.resblock_dilation_sizes)):
-                r = ResBlock1(ch, rk, tuple(rd), weight_norm=self.weight_norm, name=f"resblocks_{i * nk + j}")(x, mask)
+                r = ResBlock1(ch, rk, tuple(rd), weight_norm=self.weight_norm,
+                              spectral_convs=self.spectral_convs, name=f"resblocks_{i * nk + j}")(x, mask)
                 xs = r if xs is None else xs + r
             x = xs / nk
         x = lrelu(x, 0.01)  # the final activation uses torch's default slope 0.01
@@ -54,3 +58,23 @@ class Generator(nn.Module):
             x = x * mask
         x = Conv1d(ch, 1, 7, padding=3, use_bias=False, name="conv_post")(x)
         return jnp.tanh(x)[..., 0]
+
+
+def generator_spectra(dec_params) -> dict:
+    """The ``"spectra"`` collection for a ``Generator(spectral_convs=True)``: the kernel spectrum of
+    every resblock conv that runs in the frequency domain, from ``dec`` parameters whose conv
+    kernels are in XLA's ``[k, in, out]`` layout (computed once per model instead of per call)."""
+    spectra = {}
+    for block, convs in dec_params.items():
+        if not block.startswith("resblocks_"):
+            continue
+        for name, conv in convs.items():
+            w = conv["weight"]
+            if name.startswith("convs") and use_spectral(w.shape[1], w.shape[0]):
+                spectra.setdefault(block, {})[name] = {"weight": _spectrum(w)}
+    return spectra
+
+
+@jax.jit
+def _spectrum(w):
+    return kernel_spectrum(w, DEFAULT_BLOCK)

@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from gsv_jax.models.s2.spectral_conv import spectral_conv1d, use_spectral
+
 LRELU_SLOPE = 0.1
 
 
@@ -79,6 +81,7 @@ class Conv1d(nn.Module):
     weight_norm: bool = False
     kernel_init: object = None
     bias_init: object = None
+    spectral: bool = False  # compute in the frequency domain (spectral_conv.py); stride 1, groups 1 only
 
     @nn.compact
     def __call__(self, x):
@@ -86,7 +89,11 @@ class Conv1d(nn.Module):
         init = self.kernel_init or torch_uniform_init(fan_in)
         w = _weight(self, (self.out_channels, self.in_channels // self.groups, self.kernel_size), init,
                     self.weight_norm, ("conv_out", "conv_in", None))
-        if self.groups > 1 and self.dilation == 1:
+        if self.spectral:  # a precomputed kernel spectrum may come in the "spectra" collection
+            spectrum = self.get_variable("spectra", "weight") if self.has_variable("spectra", "weight") else None
+            y = spectral_conv1d(x, jnp.transpose(w, (2, 1, 0)).astype(x.dtype), self.dilation, self.padding,
+                                spectrum=spectrum)
+        elif self.groups > 1 and self.dilation == 1:
             y = grouped_conv1d(x, jnp.transpose(w, (2, 1, 0)).astype(x.dtype), self.stride, self.padding,
                                self.groups)
         else:
@@ -320,27 +327,32 @@ class WN(nn.Module):
 
 
 class ResBlock1(nn.Module):
-    """HiFi-GAN ResBlock1. With ``mask`` every conv input is masked, so padded frames never leak in."""
+    """HiFi-GAN ResBlock1. With ``mask`` every conv input is masked, so padded frames never leak in.
+    ``spectral_convs``: wide convs go through the frequency domain where that is faster (inference)."""
 
     channels: int
     kernel_size: int = 3
     dilations: Sequence[int] = (1, 3, 5)
     weight_norm: bool = True
+    spectral_convs: bool = False
 
     @nn.compact
     def __call__(self, x, mask=None):
         k = self.kernel_size
+        spectral = self.spectral_convs and use_spectral(self.channels, k)
         for j, d in enumerate(self.dilations):
             t = lrelu(x)
             if mask is not None:
                 t = t * mask
             t = Conv1d(self.channels, self.channels, k, dilation=d, padding=(k * d - d) // 2,
-                       weight_norm=self.weight_norm, kernel_init=normal_init(0.01), name=f"convs1_{j}")(t)
+                       weight_norm=self.weight_norm, kernel_init=normal_init(0.01), spectral=spectral,
+                       name=f"convs1_{j}")(t)
             t = lrelu(t)
             if mask is not None:
                 t = t * mask
             t = Conv1d(self.channels, self.channels, k, dilation=1, padding=(k - 1) // 2,
-                       weight_norm=self.weight_norm, kernel_init=normal_init(0.01), name=f"convs2_{j}")(t)
+                       weight_norm=self.weight_norm, kernel_init=normal_init(0.01), spectral=spectral,
+                       name=f"convs2_{j}")(t)
             x = x + t
         if mask is not None:
             x = x * mask

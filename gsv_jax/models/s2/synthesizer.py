@@ -115,6 +115,7 @@ class SynthesizerTrn(nn.Module):
     with_enc_q: bool = False
     exact_ref_lengths: bool = True  # see ref_enc.py
     deterministic: bool = True  # dropout off
+    spectral_convs: bool = False  # HiFi-GAN's wide convs in the frequency domain (faster; rounding-level change)
 
     def setup(self):
         c = self.config
@@ -124,7 +125,7 @@ class SynthesizerTrn(nn.Module):
                                  c.kernel_size, c.n_symbols, c.ssl_dim, pd)
         self.dec = Generator(c.inter_channels, c.resblock_kernel_sizes, c.resblock_dilation_sizes,
                              c.upsample_rates, c.upsample_initial_channel, c.upsample_kernel_sizes,
-                             c.gin_channels, weight_norm=wn)
+                             c.gin_channels, weight_norm=wn, spectral_convs=self.spectral_convs)
         if self.with_enc_q:
             self.enc_q = PosteriorEncoder(c.spec_channels, c.inter_channels, c.hidden_channels, 5, 1, 16,
                                           c.gin_channels, weight_norm=wn)
