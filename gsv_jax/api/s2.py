@@ -18,7 +18,7 @@ import numpy as np
 from gsv_jax import programs
 from gsv_jax.convert import s2 as conv
 from gsv_jax.convert.torch_io import CheckpointError, HParams
-from gsv_jax.models.s2.generator import generator_spectra
+from gsv_jax.models.s2.generator import prepare_generator
 from gsv_jax.models.s2.modules import sequence_mask
 from gsv_jax.models.s2.synthesizer import S2ModelConfig, SynthesizerTrn, init_params
 
@@ -66,7 +66,7 @@ class S2:
         self.key_order = key_order  # state-dict order of the source file (kept on export)
         self._infer_params = None
         self._device_params = None
-        self._device_spectra = None
+        self._device_prepared = None
         self.model = SynthesizerTrn(config, weight_norm=False, spectral_convs=True)
         self._jit_latent, self._jit_ref, self._jit_decode = _jitted(config)
 
@@ -94,11 +94,13 @@ class S2:
         return self._device_params
 
     @property
-    def device_spectra(self):
-        """Kernel spectra of the generator convs that run in the frequency domain, computed once."""
-        if self._device_spectra is None:
-            self._device_spectra = {"dec": generator_spectra(self.device_params["dec"])}
-        return self._device_spectra
+    def device_prepared(self):
+        """Per-model constants the decode program reads (``Generator``'s ``prepared`` collection)."""
+        if self._device_prepared is None:
+            c = self.config
+            self._device_prepared = {"dec": prepare_generator(self.device_params["dec"], c.upsample_rates,
+                                                              c.upsample_kernel_sizes)}
+        return self._device_prepared
 
     # ------------------------------------------------------------------------------------------
     def extract_latent(self, ssl) -> np.ndarray:
@@ -254,7 +256,7 @@ class S2:
             for b in range(B):
                 eps[b, : out_lens[b]] = draw[b, : out_lens[b]]
         res = self._jit_decode(
-            self.device_params, self.device_spectra, jnp.asarray(codes_p), jnp.asarray(y_lens, jnp.int32), jnp.asarray(phones_p),
+            self.device_params, self.device_prepared, jnp.asarray(codes_p), jnp.asarray(y_lens, jnp.int32), jnp.asarray(phones_p),
             jnp.asarray(p_lens, jnp.int32), jnp.asarray(ge[:, None, :]), jnp.asarray(eps),
             jnp.asarray(noise_scale, jnp.float32), jnp.asarray(out_lens, jnp.int32))
         hop = cfg.hop
@@ -324,7 +326,7 @@ def _ref_embedding(model, params, spec, lens):
     return model.apply({"params": params}, spec, mask, method=SynthesizerTrn.ref_embedding)
 
 
-def _decode_core(model, params, spectra, codes, y_lens, text, text_lens, ge, eps, noise_scale, out_lens):
+def _decode_core(model, params, prepared, codes, y_lens, text, text_lens, ge, eps, noise_scale, out_lens):
     from gsv_jax.models.s2.text_encoder import linear_resize
 
     params = _kernels_to_torch_layout(params)
@@ -344,7 +346,7 @@ def _decode_core(model, params, spectra, codes, y_lens, text, text_lens, ge, eps
         wav = m.decode_wave(z, ge, mask)
         return {"wav": wav, "x": x, "m_p": m_p, "logs_p": logs_p, "z": z}  # latents are small: always returned
 
-    return model.apply({"params": params, "spectra": spectra}, method=run)
+    return model.apply({"params": params, "prepared": prepared}, method=run)
 
 
 # ----------------------------------------------------------------------------------------------

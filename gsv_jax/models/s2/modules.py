@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gsv_jax.models.s2.spectral_conv import spectral_conv1d, use_spectral
+from gsv_jax.models.s2.spectral_conv import spectral_block, spectral_conv1d
 
 LRELU_SLOPE = 0.1
 
@@ -81,7 +81,7 @@ class Conv1d(nn.Module):
     weight_norm: bool = False
     kernel_init: object = None
     bias_init: object = None
-    spectral: bool = False  # compute in the frequency domain (spectral_conv.py); stride 1, groups 1 only
+    spectral_block: int = 0  # > 0: in the frequency domain with blocks this long (spectral_conv.py); stride 1, groups 1
 
     @nn.compact
     def __call__(self, x):
@@ -89,10 +89,10 @@ class Conv1d(nn.Module):
         init = self.kernel_init or torch_uniform_init(fan_in)
         w = _weight(self, (self.out_channels, self.in_channels // self.groups, self.kernel_size), init,
                     self.weight_norm, ("conv_out", "conv_in", None))
-        if self.spectral:  # a precomputed kernel spectrum may come in the "spectra" collection
-            spectrum = self.get_variable("spectra", "weight") if self.has_variable("spectra", "weight") else None
+        if self.spectral_block:  # the kernel spectrum may come precomputed in the "prepared" collection
+            spectrum = self.get_variable("prepared", "spectrum") if self.has_variable("prepared", "spectrum") else None
             y = spectral_conv1d(x, jnp.transpose(w, (2, 1, 0)).astype(x.dtype), self.dilation, self.padding,
-                                spectrum=spectrum)
+                                self.spectral_block, spectrum)
         elif self.groups > 1 and self.dilation == 1:
             y = grouped_conv1d(x, jnp.transpose(w, (2, 1, 0)).astype(x.dtype), self.stride, self.padding,
                                self.groups)
@@ -190,48 +190,67 @@ class ConvTranspose1d(nn.Module):
         b = None
         if self.use_bias:
             b = self.param("bias", _part(torch_uniform_init(fan_in), ("conv_out",)), (self.out_channels,))
-        y = conv_transpose_polyphase(x, w, u, p)
+        prepared = self.get_variable("prepared", "polyphase") if self.has_variable("prepared", "polyphase") else None
+        y = conv_transpose_polyphase(x, w, u, p, kernel=prepared)
         if b is not None:
             y = y + b.astype(y.dtype)
         return y
 
 
-def conv_transpose_polyphase(x, w, u: int, p: int, *, groups: int = 1, out_len: int | None = None):
+def _polyphase_taps(k: int, u: int, p: int):
+    """``(r, i - q, kk)`` for every product of the transposed conv: output ``o = q*u + r`` takes
+    ``x[i] @ w[:, :, kk]`` where ``o = i*u - p + kk``; with ``r + p = shift*u + c``, ``kk = c + u*m``
+    and ``i = q + shift - m``."""
+    entries = []
+    for r in range(u):
+        c, shift = (r + p) % u, (r + p) // u
+        for m, kk in enumerate(range(c, k, u)):
+            entries.append((r, shift - m, kk))
+    return entries
+
+
+def polyphase_kernel(w, u: int, p: int, groups: int = 1):
+    """The stride-1 kernel ``[W, in / groups, groups * u * out / groups]`` that
+    :func:`conv_transpose_polyphase` correlates with, from torch's ``w [in, out / groups, k]``
+    (a per-model constant: inference builds it once, see ``Generator``'s ``prepared`` collection)."""
+    cin, cout_g, k = w.shape
+    cin_g = cin // groups
+    entries = _polyphase_taps(k, u, p)
+    lo = min(e[1] for e in entries)
+    width = max(e[1] for e in entries) - lo + 1
+    kern = jnp.zeros((width, cin_g, groups, u, cout_g), w.dtype)
+    for r, off, kk in entries:
+        kern = kern.at[off - lo, :, :, r, :].set(w[:, :, kk].reshape(groups, cin_g, cout_g).transpose(1, 0, 2))
+    return kern.reshape(width, cin_g, groups * u * cout_g)
+
+
+def conv_transpose_polyphase(x, w, u: int, p: int, *, groups: int = 1, out_len: int | None = None,
+                             kernel=None):
     """Transposed conv ``y[o] = sum_{i,kk: o = i*u - p + kk} x[i] @ w[:, :, kk]`` for ``x [B, L, in]``,
     ``w [in, out / groups, k]`` (torch's ConvTranspose1d layout); ``out_len`` defaults to torch's
-    ``(L-1)u - 2p + k``.
+    ``(L-1)u - 2p + k``; ``kernel``: :func:`polyphase_kernel` of ``w``, if built ahead.
 
     One stride-1 convolution with ``u * out`` output channels (per group, one block per output
     phase ``r = o mod u``) followed by interleaving the phases.
     """
     B, L, cin = x.shape
     _, cout_g, k = w.shape
-    cin_g = cin // groups
     if out_len is None:
         out_len = (L - 1) * u - 2 * p + k
     n_q = -(-out_len // u)  # output rows per phase
-    # o = q*u + r = i*u - p + kk with r + p = shift*u + c  ->  kk = c + u*m and i = q + shift - m
-    entries = []  # (r, input offset i - q, tap kk)
-    for r in range(u):
-        c, shift = (r + p) % u, (r + p) // u
-        for m, kk in enumerate(range(c, k, u)):
-            entries.append((r, shift - m, kk))
-    lo = min(e[1] for e in entries)
-    hi = max(e[1] for e in entries)
-    W = hi - lo + 1
-    kern = jnp.zeros((W, cin_g, groups, u, cout_g), w.dtype)
-    for r, off, kk in entries:
-        kern = kern.at[off - lo, :, :, r, :].set(w[:, :, kk].reshape(groups, cin_g, cout_g).transpose(1, 0, 2))
-    kern = kern.reshape(W, cin_g, groups * u * cout_g)
-    # window for output q covers x[q + lo .. q + hi]
-    need = n_q + W - 1
+    lo = min(e[1] for e in _polyphase_taps(k, u, p))
+    if kernel is None:
+        kernel = polyphase_kernel(w, u, p, groups)
+    width = kernel.shape[0]
+    # window for output q covers x[q + lo .. q + lo + width - 1]
+    need = n_q + width - 1
     pad_l = max(-lo, 0)
     pad_r = max(lo + need - L, 0)
     xp = jnp.pad(x, ((0, 0), (pad_l, pad_r), (0, 0)))
     start = lo + pad_l
     xp = xp[:, start: start + need]
-    y = lax.conv_general_dilated(xp, kern, (1,), [(0, 0)], dimension_numbers=("NHC", "HIO", "NHC"),
-                                 feature_group_count=groups)
+    y = lax.conv_general_dilated(xp, kernel.astype(x.dtype), (1,), [(0, 0)],
+                                 dimension_numbers=("NHC", "HIO", "NHC"), feature_group_count=groups)
     y = y.reshape(B, n_q, groups, u, cout_g).transpose(0, 1, 3, 2, 4)
     return y.reshape(B, n_q * u, groups * cout_g)[:, :out_len]
 
@@ -339,19 +358,19 @@ class ResBlock1(nn.Module):
     @nn.compact
     def __call__(self, x, mask=None):
         k = self.kernel_size
-        spectral = self.spectral_convs and use_spectral(self.channels, k)
+        block = spectral_block(self.channels, k) if self.spectral_convs else 0
         for j, d in enumerate(self.dilations):
             t = lrelu(x)
             if mask is not None:
                 t = t * mask
             t = Conv1d(self.channels, self.channels, k, dilation=d, padding=(k * d - d) // 2,
-                       weight_norm=self.weight_norm, kernel_init=normal_init(0.01), spectral=spectral,
+                       weight_norm=self.weight_norm, kernel_init=normal_init(0.01), spectral_block=block,
                        name=f"convs1_{j}")(t)
             t = lrelu(t)
             if mask is not None:
                 t = t * mask
             t = Conv1d(self.channels, self.channels, k, dilation=1, padding=(k - 1) // 2,
-                       weight_norm=self.weight_norm, kernel_init=normal_init(0.01), spectral=spectral,
+                       weight_norm=self.weight_norm, kernel_init=normal_init(0.01), spectral_block=block,
                        name=f"convs2_{j}")(t)
             x = x + t
         if mask is not None:

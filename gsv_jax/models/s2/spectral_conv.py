@@ -6,7 +6,7 @@ size ``N``, the channel mixing becomes one complex ``C x O`` product per frequen
 ``4 * C * O * (N/2 + 1) / (N - k + 1)`` per output sample (``2.4 C O`` at ``N = 64``) plus the
 transforms, which grow with ``C + O`` only. For HiFi-GAN's 256-channel stage with ``k = 11`` that
 is 4.5x fewer products; measured on a 2-core CPU, 2.3x faster than XLA's direct convolution, and
-1.3x for 128 channels (see :func:`use_spectral`).
+1.3x for 128 channels (see :func:`spectral_block`).
 
 Everything is a plain matrix product (the DFT too, as a ``[N/2+1, N]`` cos/sin matrix), so the
 result equals the direct convolution up to fp32 rounding (relative error ~1e-6, tested in
@@ -22,15 +22,19 @@ import functools
 import jax.numpy as jnp
 import numpy as np
 
-# Measured break-even on XLA:CPU (2 cores, fp32): spectral wins when k * C >= ~1400
-# (C=256: k 7 and 11; C=128: k 11; never for C <= 64).
-MIN_TAPS_TIMES_CHANNELS = 1400
-DEFAULT_BLOCK = 64
+# Where the frequency-domain path wins, measured inside the v2 generator on XLA:CPU (2 cores,
+# fp32): k >= 7 with k * C >= 700, i.e. C = 256 and 128 (k = 7, 11) and C = 64 (k = 11); never for
+# k = 3 (the transforms cost more than the 3 taps). Blocks of 32 samples suit 256 channels (short
+# signals: more rows per product), 64 the rest.
+MIN_TAPS = 7
+MIN_TAPS_TIMES_CHANNELS = 700
 
 
-def use_spectral(channels: int, kernel_size: int) -> bool:
-    """Whether the frequency-domain path is the faster one for a ``channels -> channels`` conv."""
-    return kernel_size * channels >= MIN_TAPS_TIMES_CHANNELS
+def spectral_block(channels: int, kernel_size: int) -> int:
+    """The DFT block length for a ``channels -> channels`` conv, or 0 where the direct conv is faster."""
+    if kernel_size < MIN_TAPS or kernel_size * channels < MIN_TAPS_TIMES_CHANNELS:
+        return 0
+    return 32 if channels >= 256 else 64
 
 
 @functools.lru_cache(maxsize=None)
@@ -57,7 +61,7 @@ def kernel_spectrum(w, n: int):
     return jnp.concatenate([jnp.concatenate([hr, hi], -1), jnp.concatenate([-hi, hr], -1)], 1)
 
 
-def spectral_conv1d(x, w, dilation: int = 1, padding: int = 0, block: int = DEFAULT_BLOCK, spectrum=None):
+def spectral_conv1d(x, w, dilation: int = 1, padding: int = 0, block: int = 64, spectrum=None):
     """Same as ``lax.conv_general_dilated(x, w, (1,), [(padding, padding)], rhs_dilation=(dilation,),
     dimension_numbers=("NHC", "HIO", "NHC"))``: ``x [B, T, C]``, ``w [k, C, O]`` -> ``[B, T', O]``.
     ``spectrum``: ``kernel_spectrum(w, block)`` computed ahead (inference keeps it with the weights;
