@@ -22,17 +22,18 @@ import functools
 import jax.numpy as jnp
 import numpy as np
 
-# Where the frequency-domain path wins, measured inside the v2 generator on XLA:CPU (2 cores,
-# fp32): k >= 7 with k * C >= 700, i.e. C = 256 and 128 (k = 7, 11) and C = 64 (k = 11); never for
-# k = 3 (the transforms cost more than the 3 taps). Blocks of 32 samples suit 256 channels (short
-# signals: more rows per product), 64 the rest.
+# Where the frequency-domain path wins, measured stage by stage inside the v2 generator on XLA:CPU
+# (2 cores, fp32, 8 s of audio). The direct cost grows with k, the spectral one hardly, and the
+# block products get more efficient with C; the measured winners are k = 11 from 32 channels up
+# and k = 7 from 128 up (never k = 3, nor 16 channels), i.e. k * k * C >= 3500. Blocks of 32
+# samples suit 256 channels (short signals: more rows per product), 64 the rest.
 MIN_TAPS = 7
-MIN_TAPS_TIMES_CHANNELS = 700
+MIN_TAPS_SQUARED_TIMES_CHANNELS = 3500
 
 
 def spectral_block(channels: int, kernel_size: int) -> int:
     """The DFT block length for a ``channels -> channels`` conv, or 0 where the direct conv is faster."""
-    if kernel_size < MIN_TAPS or kernel_size * channels < MIN_TAPS_TIMES_CHANNELS:
+    if kernel_size < MIN_TAPS or kernel_size * kernel_size * channels < MIN_TAPS_SQUARED_TIMES_CHANNELS:
         return 0
     return 32 if channels >= 256 else 64
 
