@@ -40,10 +40,11 @@ def spectral_block(channels: int, kernel_size: int) -> int:
 
 @functools.lru_cache(maxsize=None)
 def _dft_matrices(n: int):
-    """Forward ``[2F, n]`` (rows: cos, then -sin) and inverse ``[n, 2F]`` real DFT matrices, F = n/2+1."""
+    """Forward ``[2F, n]`` (rows: cos and -sin of each bin in turn) and inverse ``[n, 2F]`` (columns:
+    every cos, then every sin) real DFT matrices, F = n/2+1."""
     f = np.arange(n // 2 + 1)
     ang = 2.0 * np.pi * np.outer(f, np.arange(n)) / n
-    forward = np.concatenate([np.cos(ang), -np.sin(ang)], 0)
+    forward = np.stack([np.cos(ang), -np.sin(ang)], 1).reshape(2 * len(f), n)
     weight = np.full(n // 2 + 1, 2.0)  # bins 1 .. n/2-1 stand for their conjugate twins too
     weight[0] = weight[-1] = 1.0
     inverse = np.concatenate([weight[:, None] * np.cos(ang), -weight[:, None] * np.sin(ang)], 0).T / n
@@ -51,15 +52,14 @@ def _dft_matrices(n: int):
 
 
 def kernel_spectrum(w, n: int):
-    """``w [k, C, O]`` (correlation taps, XLA's HIO layout) -> ``[n/2+1, 2C, 2O]``: per bin the real
-    form ``[[Hr, Hi], [-Hi, Hr]]`` of the complex kernel, so ``[Xr, Xi] @ it = [Yr, Yi]``."""
+    """``w [k, C, O]`` (correlation taps, XLA's HIO layout) -> ``[n/2+1, C, 2O]``: per bin
+    ``[Hr | Hi]``, the real and imaginary parts of the kernel's DFT side by side."""
     k, C, O = w.shape
     forward, _ = _dft_matrices(n)
     nf = n // 2 + 1
     # correlation with w == circular convolution with the reversed taps h[m] = w[k-1-m]
-    spec = (jnp.asarray(forward[:, :k]) @ jnp.flip(w, 0).reshape(k, C * O)).reshape(2, nf, C, O)
-    hr, hi = spec[0], spec[1]
-    return jnp.concatenate([jnp.concatenate([hr, hi], -1), jnp.concatenate([-hi, hr], -1)], 1)
+    spec = (jnp.asarray(forward[:, :k]) @ jnp.flip(w, 0).reshape(k, C * O)).reshape(nf, 2, C, O)
+    return jnp.concatenate([spec[:, 0], spec[:, 1]], -1)
 
 
 def spectral_conv1d(x, w, dilation: int = 1, padding: int = 0, block: int = 64, spectrum=None):
@@ -83,12 +83,14 @@ def spectral_conv1d(x, w, dilation: int = 1, padding: int = 0, block: int = 64, 
     forward, inverse = _dft_matrices(n)
     nf = n // 2 + 1
     m = B * nb * d
-    spec = (jnp.asarray(forward) @ frames.reshape(n, m * C)).reshape(2, nf, m, C)
-    spec = spec.transpose(1, 2, 0, 3).reshape(nf, m, 2 * C)  # per bin rows [Xr, Xi]
+    spec = (jnp.asarray(forward) @ frames.reshape(n, m * C)).reshape(nf, 2 * m, C)  # per bin rows Xr, then Xi
     if spectrum is None:
         spectrum = kernel_spectrum(w.astype(x.dtype), n)
-    out = jnp.einsum("fmc,fco->fmo", spec, spectrum.astype(x.dtype))  # [nf, m, (Yr, Yi)]
-    out = out.reshape(nf, m, 2, O).transpose(2, 0, 1, 3).reshape(2 * nf, m * O)
+    # per bin [Xr; Xi] @ [Hr | Hi]: the four real products of the complex one, combined (and laid out
+    # every Yr, then every Yi, as the inverse transform reads them) in one elementwise pass
+    prod = jnp.einsum("fmc,fco->fmo", spec, spectrum.astype(x.dtype)).reshape(nf, 2, m, 2, O)
+    out = jnp.stack([prod[:, 0, :, 0] - prod[:, 1, :, 1], prod[:, 0, :, 1] + prod[:, 1, :, 0]])
+    out = out.reshape(2 * nf, m * O)
     y = (jnp.asarray(inverse[k - 1:]) @ out).reshape(step, B, nb, d * O)  # the circularly clean outputs
     y = y.transpose(1, 2, 0, 3).reshape(B, nb * step * d, O)
     return y[:, :t_out]
