@@ -64,3 +64,19 @@ def test_spectrogram_matches_golden(gold):
     spec = np.asarray(gsv_jax.spectrogram(gold["ref_wav"]))
     assert spec.shape == gold["refer_spec"].shape
     assert rel_err(spec, gold["refer_spec"]) < 1e-4
+
+
+@pytest.mark.parametrize("T,w", [(1, 4), (3, 4), (9, 4), (50, 4), (7, 1)])
+def test_relative_band_reshapes_equal_onehot_products(T, w):
+    """Self-attention's relative-position terms by reshaping equal the one-hot products exactly
+    (both pick single values: no sums reordered), including sequences shorter than the window."""
+    import jax.numpy as jnp
+
+    from gsv_jax.models.s2.attentions import absolute_to_relative, relative_onehot, relative_to_absolute
+
+    rng = np.random.default_rng(T)
+    rel = jnp.asarray(rng.standard_normal((2, 3, T, 2 * w + 1)), jnp.float32)
+    p = jnp.asarray(rng.standard_normal((2, 3, T, T)), jnp.float32)
+    onehot = relative_onehot(T, T, w)
+    np.testing.assert_array_equal(relative_to_absolute(rel, w), jnp.einsum("bhqr,qkr->bhqk", rel, onehot))
+    np.testing.assert_array_equal(absolute_to_relative(p, w), jnp.einsum("bhqk,qkr->bhqr", p, onehot))
