@@ -96,6 +96,14 @@ def test_spectral_conv_block_too_short_is_refused():
         spectral_conv1d(jnp.zeros((1, 50, 4)), jnp.zeros((11, 4, 4)), 1, 5, 16)
 
 
+def test_spectral_conv1d_module_refuses_strided_or_grouped():
+    from gsv_jax.models.s2.modules import Conv1d
+
+    for kw in ({"stride": 2}, {"groups": 2}):
+        with pytest.raises(ValueError, match="needs stride 1 and groups 1"):
+            Conv1d(4, 4, 11, padding=5, spectral_block=64, **kw).init(jax.random.PRNGKey(0), jnp.zeros((1, 40, 4)))
+
+
 def test_spectral_block_choice():
     """The measured table: direct for k = 3 and 16 channels, 32-sample blocks at 256 channels."""
     assert [spectral_block(c, 3) for c in (16, 64, 256)] == [0, 0, 0]

@@ -61,21 +61,21 @@ class Generator(nn.Module):
         return jnp.tanh(x)[..., 0]
 
 
-def prepare_generator(dec_params, upsample_rates: Sequence[int], upsample_kernel_sizes: Sequence[int],
-                      spectral_convs: bool = True) -> dict:
+def prepare_generator(dec_params, upsample_rates: Sequence[int], upsample_kernel_sizes: Sequence[int]) -> dict:
     """The ``"prepared"`` collection of a ``Generator``: per-model constants derived from its weights,
     built once rather than in every call (together ~40 ms of an 8 s decode). ``dec_params`` has its
     conv kernels in XLA's ``[k, in, out]`` layout (as the inference programs take them).
 
     * ``ups_i/polyphase``: the transposed convs' stride-1 kernels (:func:`polyphase_kernel`);
-    * ``resblocks_*/convs*/spectrum``: kernel spectra of the convs that run in the frequency domain.
+    * ``resblocks_*/convs*/spectrum``: kernel spectra of the convs that run in the frequency domain
+      (read only by a ``Generator(spectral_convs=True)``).
     """
     prepared = {}
     for i, (u, k) in enumerate(zip(upsample_rates, upsample_kernel_sizes)):
         w = dec_params[f"ups_{i}"]["weight"]
         prepared[f"ups_{i}"] = {"polyphase": _polyphase(w, u, (k - u) // 2)}
     for block, convs in dec_params.items():
-        if not (spectral_convs and block.startswith("resblocks_")):
+        if not block.startswith("resblocks_"):
             continue
         for name, conv in convs.items():
             w = conv["weight"]

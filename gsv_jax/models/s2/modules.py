@@ -90,6 +90,9 @@ class Conv1d(nn.Module):
         w = _weight(self, (self.out_channels, self.in_channels // self.groups, self.kernel_size), init,
                     self.weight_norm, ("conv_out", "conv_in", None))
         if self.spectral_block:  # the kernel spectrum may come precomputed in the "prepared" collection
+            if self.stride != 1 or self.groups != 1:
+                raise ValueError(f"Conv1d: the frequency-domain path needs stride 1 and groups 1, got stride "
+                                 f"{self.stride}, groups {self.groups}; leave spectral_block at 0 for this conv")
             spectrum = self.get_variable("prepared", "spectrum") if self.has_variable("prepared", "spectrum") else None
             y = spectral_conv1d(x, jnp.transpose(w, (2, 1, 0)).astype(x.dtype), self.dilation, self.padding,
                                 self.spectral_block, spectrum)
