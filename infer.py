@@ -84,7 +84,7 @@ def _progress_printer(quiet: bool):
 
 
 def _load_tts(args):
-    from gsv_jax.synth import TTS, MissingModelFiles
+    from gsv_jax.inference.tts import TTS, MissingModelFiles
 
     cache = not args.no_compile_cache
     explicit = [args.gpt, args.sovits, args.bert, args.hubert]
@@ -93,7 +93,7 @@ def _load_tts(args):
             names = [n for n, v in zip(("--gpt", "--sovits", "--bert", "--hubert"), explicit) if v is None]
             raise MissingModelFiles(f"missing {', '.join(names)} (give all four, or --model-dir)")
         if args.model_dir is not None:
-            from gsv_jax.synth import resolve_model_folder
+            from gsv_jax.inference.tts import resolve_model_folder
 
             parts = resolve_model_folder(args.model_dir)
             for k, v in zip(("gpt", "sovits", "bert", "hubert"), explicit):
@@ -112,7 +112,7 @@ def run(args) -> dict:
     import soundfile as sf
 
     if args.selftest:
-        from gsv_jax.selftest import tiny_tts, write_selftest_reference
+        from gsv_jax.inference.selftest import tiny_tts, write_selftest_reference
 
         tts = tiny_tts()
         ref_dir = pathlib.Path(args.out).resolve().parent

@@ -58,8 +58,8 @@ def build_models(vocab_dir: pathlib.Path, stages=("text", "audio", "semantic")):
     from transformers import BertTokenizer
 
     from gsv_jax import text
-    from gsv_jax.api.features import BertFeatures, HubertFeatures
-    from gsv_jax.api.s2 import S2
+    from gsv_jax.inference.features import BertFeatures, HubertFeatures
+    from gsv_jax.inference.s2 import S2
     from gsv_jax.data.prepare import Models
     from gsv_jax.models import bert as bert_lib
     from gsv_jax.models import hubert as hubert_lib

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 
 from configs import s1_v2  # noqa: E402
 from gsv_jax.models import s1 as m  # noqa: E402
-from gsv_jax.models.sampling import S1Decoder  # noqa: E402
+from gsv_jax.inference.s1_decoder import S1Decoder  # noqa: E402
 
 
 def run(dec, params, batch, tx, tp, new, seed=0):

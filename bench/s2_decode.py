@@ -27,7 +27,7 @@ def main():
     ap.add_argument("--batch", type=int, default=1)
     args = ap.parse_args()
 
-    from gsv_jax.api.s2 import new_s2
+    from gsv_jax.inference.s2 import new_s2
     from gsv_jax.models.s2.synthesizer import S2ModelConfig
 
     path = pathlib.Path(__file__).resolve().parents[1] / "configs" / "s2_v2.py"

@@ -47,7 +47,7 @@ def main():
     task = S2Task(S2ModelConfig.from_mapping(cfg.model), dropout=True)
     from flax.linen import meta
 
-    from gsv_jax.selftest import random_like
+    from gsv_jax.inference.selftest import random_like
 
     # host-side random weights of the right shapes (a jitted Flax init of the full model compiles for minutes)
     shapes = jax.eval_shape(lambda r: meta.unbox(task.init_params(r)), jax.random.PRNGKey(0))

@@ -9,21 +9,21 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     # S1 (text -> semantic tokens)
-    "S1": "gsv_jax.api.s1",
-    "load_s1": "gsv_jax.api.s1",
-    "save_s1_torch": "gsv_jax.api.s1",
+    "S1": "gsv_jax.inference.s1",
+    "load_s1": "gsv_jax.inference.s1",
+    "save_s1_torch": "gsv_jax.inference.s1",
     # S2 (SoVITS)
-    "S2": "gsv_jax.api.s2",
-    "load_s2": "gsv_jax.api.s2",
-    "save_s2_torch": "gsv_jax.api.s2",
+    "S2": "gsv_jax.inference.s2",
+    "load_s2": "gsv_jax.inference.s2",
+    "save_s2_torch": "gsv_jax.inference.s2",
     # feature extractors
-    "load_bert": "gsv_jax.api.features",
-    "load_hubert": "gsv_jax.api.features",
+    "load_bert": "gsv_jax.inference.features",
+    "load_hubert": "gsv_jax.inference.features",
     # audio front
     "spectrogram": "gsv_jax.audio",
     "mel_spectrogram": "gsv_jax.audio",
     # end to end
-    "TTS": "gsv_jax.synth",
+    "TTS": "gsv_jax.inference.tts",
 }
 
 __all__ = sorted(_EXPORTS) + ["text"]

@@ -15,13 +15,13 @@ import argparse
 import pathlib
 import sys
 
-from gsv_jax.convert.torch_io import CheckpointError
+from gsv_jax.io.torch_io import CheckpointError
 
 
 def _kind(path: pathlib.Path) -> str:
     """"s1" or "s2" from the file's contents."""
-    from gsv_jax.api import s1 as s1_api
-    from gsv_jax.api import s2 as s2_api
+    from gsv_jax.inference import s1 as s1_api
+    from gsv_jax.inference import s2 as s2_api
 
     if path.is_dir():
         if (path / s2_api.OWN_CONFIG).exists():
@@ -33,7 +33,7 @@ def _kind(path: pathlib.Path) -> str:
         head = f.read(len(s1_api.NATIVE_MAGIC))
     if head == s1_api.NATIVE_MAGIC:
         return "s1"
-    from gsv_jax.convert.torch_io import load_torch_file
+    from gsv_jax.io.torch_io import load_torch_file
 
     obj = load_torch_file(path)
     weights = obj.get("weight") if isinstance(obj, dict) else None

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from gsv_jax.convert.torch_io import CheckpointError, HParams, load_torch_file, save_torch_file
+from gsv_jax.io.torch_io import CheckpointError, HParams, load_torch_file, save_torch_file
 from gsv_jax.models.s1 import BERT_DIM, S1Dims
 
 PREFIX = "model."

@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 
-from gsv_jax.convert.torch_io import HEAD_TO_VERSION, CheckpointError, HParams, load_torch_file, save_torch_file
+from gsv_jax.io.torch_io import HEAD_TO_VERSION, CheckpointError, HParams, load_torch_file, save_torch_file
 
 # ModuleList / Sequential containers whose children are numbered in the torch names
 _INDEXED = ("attn_layers", "norm_layers_1", "norm_layers_2", "ffn_layers", "flows", "in_layers",

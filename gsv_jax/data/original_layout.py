@@ -8,7 +8,7 @@ Layout (spec pipeline.md §4.2, §7.3)::
     5-wav32k/<name>       32 kHz mono int16 WAV
     6-name2semantic.tsv   header ``item_name\\tsemantic_audio``, then name \\t space-separated 25 Hz ids
 
-``.pt`` files are read and written without torch (:mod:`gsv_jax.convert.torch_io`), so the
+``.pt`` files are read and written without torch (:mod:`gsv_jax.io.torch_io`), so the
 original trainers (``s1_train.py``, ``s2_train.py``) can train on data prepared here and we can
 train on data they prepared.
 """
@@ -85,7 +85,7 @@ def import_original(exp_dir, out, *, version: str = "v2", num_shards: int = 1, l
     """
     import soundfile as sf
 
-    from gsv_jax.convert.torch_io import load_torch_file
+    from gsv_jax.io.torch_io import load_torch_file
     from gsv_jax.text import cleaned_text_to_sequence
 
     exp = pathlib.Path(exp_dir)
@@ -164,7 +164,7 @@ def export_original(dataset, exp_dir, *, half: bool = False, progress: bool = Tr
     """
     import soundfile as sf
 
-    from gsv_jax.convert.torch_io import save_torch_file
+    from gsv_jax.io.torch_io import save_torch_file
     from gsv_jax.text import get_symbols
 
     reader = dataset if isinstance(dataset, dsformat.DatasetReader) else dsformat.open_dataset(dataset)

@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from gsv_jax.convert.torch_io import load_torch_file
+from gsv_jax.io.torch_io import load_torch_file
 from gsv_jax.text.symbols import cleaned_text_to_sequence
 
 

@@ -92,7 +92,7 @@ class OriginalS2Folder:
     def __getitem__(self, i) -> dict:
         import soundfile as sf
 
-        from gsv_jax.convert.torch_io import load_torch_file
+        from gsv_jax.io.torch_io import load_torch_file
 
         name, ids, _ = self._items[int(i)]
         ssl = np.asarray(load_torch_file(self.exp_dir / "4-cnhubert" / f"{name}.pt"))

@@ -5,7 +5,7 @@ for the one thing GPT-SoVITS uses it for: a chosen hidden state (the third from 
 padded batch of token ids. Only the layers up to that hidden state are run.
 
 Parameters are named after the roles, not the Hugging Face module paths; the key map lives in
-``gsv_jax/convert/hf.py``. Dense kernels are ``[in, out]`` (attention: ``[embed, heads, head_dim]``).
+``gsv_jax/io/hf.py``. Dense kernels are ``[in, out]`` (attention: ``[embed, heads, head_dim]``).
 The layers are one ``nn.scan`` over parameters stacked on a leading layer axis
 (``params["layers"]["layer"][...]``, shape ``[L, ...]``), so the layer body compiles once.
 :func:`apply` runs the stored stack up to the requested hidden state.

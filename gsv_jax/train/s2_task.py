@@ -265,7 +265,7 @@ class S2Task:
         or freshly initialised when absent, e.g. exported weights) and ``D_*.pth`` / ``s2D*.pth``
         (fresh when ``d_path`` is None). Returns ``(params, info)``; ``info["iteration"]`` is the
         original's epoch counter (0 for pretrained files)."""
-        from gsv_jax.api.s2 import load_s2
+        from gsv_jax.inference.s2 import load_s2
         from gsv_jax.convert.s2 import read_discriminator_state
 
         rng = jax.random.PRNGKey(0) if rng is None else rng
@@ -284,7 +284,7 @@ class S2Task:
         else:
             fresh = fresh or nn.meta.unbox(self.init_params(rng))
             d = jax.device_get(fresh["d"])
-        from gsv_jax.convert.torch_io import load_torch_file
+        from gsv_jax.io.torch_io import load_torch_file
 
         it = 0
         try:
@@ -296,7 +296,7 @@ class S2Task:
         return params, {"iteration": it, "buffers": s2.buffers, "hparams": s2.hparams}
 
     def _s2(self, params_g, buffers=None, hparams=None):
-        from gsv_jax.api.s2 import S2
+        from gsv_jax.inference.s2 import S2
 
         g = jax.tree.map(lambda a: np.asarray(jax.device_get(a), np.float32), nn.meta.unbox(params_g))
         return S2(self.config, g, buffers=buffers, hparams=hparams)
@@ -306,8 +306,8 @@ class S2Task:
         """Write ``G_<step>.pth`` / ``D_<step>.pth`` (the original's training checkpoints, fp32, optimizer
         ``None`` -- the original then starts a fresh AdamW) and the exported weights
         ``<name>_e<epoch>_s<step>.pth`` (fp16, no enc_q) that the original WebUI loads."""
-        from gsv_jax.api.s2 import save_s2_torch
-        from gsv_jax.convert.torch_io import save_torch_file
+        from gsv_jax.inference.s2 import save_s2_torch
+        from gsv_jax.io.torch_io import save_torch_file
 
         workdir = pathlib.Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -323,7 +323,7 @@ class S2Task:
         return {k: str(v) for k, v in paths.items()}
 
     def export_inference(self, params, path, config=None):
-        from gsv_jax.api.s2 import save_s2_torch
+        from gsv_jax.inference.s2 import save_s2_torch
 
         save_s2_torch(self._s2(params["g"]), path, info="gsv_jax export")
         return str(path)
@@ -360,7 +360,7 @@ def training_config(config=None):
 
 def read_iteration(g_path) -> int:
     """The original's epoch counter stored in a ``G_*.pth`` (0 for pretrained / exported files)."""
-    from gsv_jax.convert.torch_io import load_torch_file
+    from gsv_jax.io.torch_io import load_torch_file
 
     obj = load_torch_file(g_path)
     return int(obj.get("iteration") or 0) if isinstance(obj, dict) and "model" in obj else 0

@@ -4,7 +4,7 @@ import pytest
 
 import gsv_jax
 from gsv_jax.convert.__main__ import main
-from gsv_jax.convert.torch_io import load_torch_file
+from gsv_jax.io.torch_io import load_torch_file
 
 
 def _round_trip(src, jax_dst, torch_dst):

@@ -178,7 +178,7 @@ def test_original_layout_round_trip(tmp_path):
     assert sem[0] == "item_name\tsemantic_audio" and len(sem) == len(names) + 1
     zh = [n for n in names if entries[n].lang == "zh"]
     assert sorted(p.name for p in (exp / "3-bert").iterdir()) == sorted(f"{n}.pt" for n in zh)
-    from gsv_jax.convert.torch_io import load_torch_file
+    from gsv_jax.io.torch_io import load_torch_file
 
     first = ds[0]
     ssl = load_torch_file(exp / "4-cnhubert" / f"{first['name']}.pt")

@@ -10,8 +10,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import gsv_jax  # noqa: E402
-from gsv_jax.api import features  # noqa: E402
-from gsv_jax.convert import hf  # noqa: E402
+from gsv_jax.inference import features  # noqa: E402
+from gsv_jax.io import hf  # noqa: E402
 from gsv_jax.models import bert as bert_lib  # noqa: E402
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

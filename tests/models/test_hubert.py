@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import gsv_jax  # noqa: E402
-from gsv_jax.convert import hf  # noqa: E402
+from gsv_jax.io import hf  # noqa: E402
 from gsv_jax.models import hubert as hubert_lib  # noqa: E402
 
 # the real conv geometry (stride 320) with narrow channels

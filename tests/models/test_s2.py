@@ -18,7 +18,7 @@ def rel_err(a, b):
 
 @pytest.fixture(scope="module")
 def s2():
-    from gsv_jax.api.s2 import load_s2
+    from gsv_jax.inference.s2 import load_s2
 
     return load_s2(golden_path("s2_v2_tiny.pth"))
 

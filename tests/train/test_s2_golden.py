@@ -164,7 +164,7 @@ def test_parameters_after_update(run):
 
 
 def test_discriminator_keys_round_trip(golden):
-    from gsv_jax.convert.torch_io import load_torch_file, save_torch_file
+    from gsv_jax.io.torch_io import load_torch_file, save_torch_file
 
     sd = load_torch_file(golden("s2_train_tiny_D.pth"))["model"]
     p = discriminator_state_dict_to_params(sd)

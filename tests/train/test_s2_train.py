@@ -197,7 +197,7 @@ def test_export_original_and_fine_tune_from_it(tmp_path):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6,
                                    err_msg=jax.tree_util.keystr(pa))
     # the exported weights (fp16, no enc_q) load as a pretrained generator; enc_q is then fresh
-    from gsv_jax.convert.torch_io import load_torch_file
+    from gsv_jax.io.torch_io import load_torch_file
 
     exp = load_torch_file(paths["weights"])
     assert not any(k.startswith("enc_q.") for k in exp["weight"]) and exp["info"] == "3epoch_7iteration"

@@ -37,7 +37,7 @@ def _metrics(workdir):
 def _s2_experiment(exp, n=6):
     import soundfile as sf
 
-    from gsv_jax.convert.torch_io import save_torch_file
+    from gsv_jax.io.torch_io import save_torch_file
 
     (exp / "4-cnhubert").mkdir(parents=True)
     (exp / "5-wav32k").mkdir()
@@ -90,7 +90,7 @@ def test_s2_fine_tune_resume_and_export(tmp_path):
 
 @pytest.mark.slow
 def test_s1_train_from_original_folder_and_export(tmp_path):
-    from gsv_jax.convert.torch_io import save_torch_file
+    from gsv_jax.io.torch_io import save_torch_file
 
     exp, work = tmp_path / "exp", tmp_path / "run"
     (exp / "3-bert").mkdir(parents=True)

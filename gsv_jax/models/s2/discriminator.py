@@ -126,7 +126,7 @@ def discriminator_state_dict_to_params(sd: dict, version: str = "v2", where: str
     import numpy as np
 
     from gsv_jax.convert.s2 import _canonical_wn_keys, _flatten, _unflatten
-    from gsv_jax.convert.torch_io import CheckpointError
+    from gsv_jax.io.torch_io import CheckpointError
 
     sd = _canonical_wn_keys(dict(sd))
     template = nn.meta.unbox(jax.eval_shape(lambda: init_discriminator(jax.random.PRNGKey(0), version,

@@ -1,11 +1,11 @@
-"""The on-disk compiled-program store (gsv_jax.programs): a second process (here: a fresh wrapper)
+"""The on-disk compiled-program store (gsv_jax.inference.programs): a second process (here: a fresh wrapper)
 runs a stored program without tracing, results equal the plain jit, bad files are rebuilt."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gsv_jax import programs
+from gsv_jax.inference import programs
 
 
 @pytest.fixture

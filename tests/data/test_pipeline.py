@@ -92,7 +92,7 @@ def test_reads_our_dataset_format(tmp_path):
 
 
 def test_reads_original_experiment_folder(tmp_path):
-    from gsv_jax.convert.torch_io import save_torch_file
+    from gsv_jax.io.torch_io import save_torch_file
     from gsv_jax.data.original_s1 import OriginalS1Folder
 
     exp = tmp_path / "exp"

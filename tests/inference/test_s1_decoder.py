@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from gsv_jax.models import s1 as m
-from gsv_jax.models.sampling import EOS_BAN_STEPS, S1Decoder, repetition_penalty, sample
+from gsv_jax.inference.s1_decoder import EOS_BAN_STEPS, S1Decoder, repetition_penalty, sample
 
 EOS = 1024
 N = 4000  # draws per statistical test

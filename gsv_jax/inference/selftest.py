@@ -28,7 +28,7 @@ _VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("，。！？,.!?
 
 
 def tiny_s1(seed: int = 0):
-    from gsv_jax.api.s1 import S1
+    from gsv_jax.inference.s1 import S1
 
     config = ml_collections.ConfigDict({"model": TINY_S1, "data": {"max_sec": 54, "pad_val": 1024}})
     return S1.random(config, seed)
@@ -58,7 +58,7 @@ def random_like(shapes, seed: int = 0):
 
 
 def tiny_s2(seed: int = 0):
-    from gsv_jax.api.s2 import new_s2
+    from gsv_jax.inference.s2 import new_s2
     from gsv_jax.models.s2.synthesizer import S2ModelConfig
 
     return new_s2(S2ModelConfig(**TINY_S2), seed, with_enc_q=False, fast=True)
@@ -75,7 +75,7 @@ def _tokenizer(folder: pathlib.Path):
 def tiny_bert(seed: int = 0, folder: pathlib.Path | None = None):
     import jax.numpy as jnp
 
-    from gsv_jax.api.features import BertFeatures
+    from gsv_jax.inference.features import BertFeatures
     from gsv_jax.models import bert as bert_lib
 
     folder = pathlib.Path(folder or tempfile.mkdtemp(prefix="gsv_selftest_bert_"))
@@ -88,7 +88,7 @@ def tiny_bert(seed: int = 0, folder: pathlib.Path | None = None):
 def tiny_hubert(seed: int = 0):
     import jax.numpy as jnp
 
-    from gsv_jax.api.features import HubertFeatures
+    from gsv_jax.inference.features import HubertFeatures
     from gsv_jax.models import hubert as hubert_lib
 
     cfg = hubert_lib.hubert_config(**TINY_HUBERT)
@@ -105,7 +105,7 @@ def _unbox(tree):
 
 def tiny_tts(seed: int = 0, **kwargs):
     """A :class:`gsv_jax.TTS` over tiny random models (v2 phoneme table)."""
-    from gsv_jax.synth import TTS
+    from gsv_jax.inference.tts import TTS
 
     kwargs.setdefault("compilation_cache", False)
     return TTS(tiny_s1(seed), tiny_s2(seed), tiny_bert(seed), tiny_hubert(seed), **kwargs)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import gsv_jax
-from gsv_jax.convert.torch_io import CheckpointError
+from gsv_jax.io.torch_io import CheckpointError
 from tests.conftest import golden_path
 
 SOLO_ABS = 1e-4  # batched vs solo waveform, absolute

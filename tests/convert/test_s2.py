@@ -8,7 +8,7 @@ import pytest
 
 import gsv_jax
 from gsv_jax.convert import s2 as conv
-from gsv_jax.convert.torch_io import CheckpointError, HParams, load_torch_file, save_torch_file
+from gsv_jax.io.torch_io import CheckpointError, HParams, load_torch_file, save_torch_file
 from tests.conftest import golden_path
 
 

@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gsv_jax import programs
+from gsv_jax.inference import programs
 from gsv_jax.convert import s2 as conv
-from gsv_jax.convert.torch_io import CheckpointError, HParams
+from gsv_jax.io.torch_io import CheckpointError, HParams
 from gsv_jax.models.s2.generator import prepare_generator
 from gsv_jax.models.s2.modules import sequence_mask
 from gsv_jax.models.s2.synthesizer import S2ModelConfig, SynthesizerTrn, init_params

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gsv_jax import programs
+from gsv_jax.inference import programs
 from gsv_jax.models.s1 import S1Dims, S1Model
 from gsv_jax.nn.positional import TABLE_LEN
 

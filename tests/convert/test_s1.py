@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from gsv_jax.convert import s1 as conv
-from gsv_jax.convert.torch_io import CheckpointError, load_torch_file, save_torch_file
+from gsv_jax.io.torch_io import CheckpointError, load_torch_file, save_torch_file
 from gsv_jax.models import s1 as m
 
 DIMS = {"v1": m.S1Dims(phoneme_vocab_size=512, dim=32, heads=4, n_layer=2),

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import gsv_jax
-from gsv_jax.convert.torch_io import CheckpointError
+from gsv_jax.io.torch_io import CheckpointError
 
 
 @pytest.fixture(scope="module")

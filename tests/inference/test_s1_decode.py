@@ -6,7 +6,7 @@ import pytest
 
 from configs import s1_v2
 from gsv_jax.models import s1 as m
-from gsv_jax.models.sampling import S1Decoder
+from gsv_jax.inference.s1_decoder import S1Decoder
 
 
 @pytest.mark.slow

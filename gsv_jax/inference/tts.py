@@ -22,7 +22,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from gsv_jax import audio as audio_lib
-from gsv_jax import segmentation
+from gsv_jax.text import segmentation
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def enable_compilation_cache(path: Optional[str | os.PathLike] = None) -> pathli
     ``programs/`` subfolder (so a second process neither compiles nor traces the models)."""
     import jax
 
-    from gsv_jax import programs
+    from gsv_jax.inference import programs
 
     path = pathlib.Path(path) if path else default_cache_dir()
     path.mkdir(parents=True, exist_ok=True)

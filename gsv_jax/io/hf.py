@@ -15,7 +15,7 @@ from typing import Dict, Union
 
 import numpy as np
 
-from gsv_jax.convert.torch_io import load_torch_file
+from gsv_jax.io.torch_io import load_torch_file
 
 PathLike = Union[str, pathlib.Path]
 

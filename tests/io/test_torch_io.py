@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from gsv_jax.convert.torch_io import (
+from gsv_jax.io.torch_io import (
     CheckpointError,
     HParams,
     UnsafeCheckpointError,

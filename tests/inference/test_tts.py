@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from gsv_jax import selftest, synth
+from gsv_jax.inference import selftest
+from gsv_jax.inference import tts as synth
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GREEDY = dict(top_k=1, noise_scale=0.0, max_new_tokens=24, seed=0)
@@ -137,7 +138,7 @@ _SECOND_PROCESS = r"""
 import json, sys
 import jax
 import numpy as np
-from gsv_jax import selftest
+from gsv_jax.inference import selftest
 traces = []
 jax.monitoring.register_event_duration_secs_listener(
     lambda name, *a, **k: traces.append(name) if name == "/jax/core/compile/tracing_duration" else None)

@@ -2,7 +2,7 @@
 checked against the original's functions on 20k random strings during development)."""
 import pytest
 
-from gsv_jax import segmentation as S
+from gsv_jax.text import segmentation as S
 
 TEXT = "一二三。四五六，七八九！十一？十二~十三：十四。"
 

@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gsv_jax import programs
-from gsv_jax.convert import hf
+from gsv_jax.inference import programs
+from gsv_jax.io import hf
 from gsv_jax.models import bert as bert_lib
 from gsv_jax.models import hubert as hubert_lib
 

@@ -22,9 +22,9 @@ import numpy as np
 from flax import serialization
 
 from gsv_jax.convert import s1 as convert
-from gsv_jax.convert.torch_io import CheckpointError, read_head
+from gsv_jax.io.torch_io import CheckpointError, read_head
 from gsv_jax.models import s1 as model_lib
-from gsv_jax.models.sampling import S1Decoder
+from gsv_jax.inference.s1_decoder import S1Decoder
 
 NATIVE_MAGIC = b"GSVJAX-S1\n"  # our single-file format: magic, then msgpack {format, config (json), params}
 

@@ -1,0 +1,1 @@
+"""Checkpoint I/O without torch: the original PyTorch files (safe unpickler) and Hugging Face folders."""
