@@ -50,8 +50,8 @@ def _early_fake_devices():
 
 _early_fake_devices()
 
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from absl import app, flags
+from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/s1_v2.py", lock_config=True)
 flags.DEFINE_string("workdir", None, "run folder: checkpoints/, tb/, metrics.jsonl, export/ (resumes from it)")
@@ -157,11 +157,11 @@ def main(argv):
     del argv
     import jax
 
-    from gsv_jax.train.mesh import maybe_initialize_distributed
-
     # -------------------------------------------------------------------------------------------
     # 2. set-up
     from absl import logging as absl_logging
+
+    from gsv_jax.train.mesh import maybe_initialize_distributed
 
     if not any(a.startswith(("--verbosity", "-v")) for a in sys.argv):
         absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file at INFO

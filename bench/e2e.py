@@ -50,8 +50,8 @@ def write_model_folder(folder: pathlib.Path) -> pathlib.Path:
 
     from gsv_jax.inference.s1 import S1, save_s1_torch
     from gsv_jax.inference.s2 import new_s2, save_s2_torch
-    from gsv_jax.models.s2.synthesizer import S2ModelConfig
     from gsv_jax.inference.selftest import _VOCAB
+    from gsv_jax.models.s2.synthesizer import S2ModelConfig
 
     folder.mkdir(parents=True, exist_ok=True)
     spec = importlib.util.spec_from_file_location("s1_v2", REPO / "configs" / "s1_v2.py")
@@ -77,7 +77,6 @@ def write_model_folder(folder: pathlib.Path) -> pathlib.Path:
 def run_once(args) -> dict:
     """Inside a child process: build, synthesize twice, report both."""
     from gsv_jax.inference.selftest import write_selftest_reference
-
     from gsv_jax.inference.tts import TTS
 
     workdir = pathlib.Path(args.workdir)

@@ -11,7 +11,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from gsv_jax import text  # noqa: E402
+from gsv_jax import text
 
 MIXED = [
     "今天是2024年3月5日，天气很好，我们去公园散步吧。",

@@ -22,7 +22,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 SENTENCES = [
     "今天天气很好我们一起去公园散步吧，",
@@ -58,9 +58,9 @@ def build_models(vocab_dir: pathlib.Path, stages=("text", "audio", "semantic")):
     from transformers import BertTokenizer
 
     from gsv_jax import text
+    from gsv_jax.data.prepare import Models
     from gsv_jax.inference.features import BertFeatures, HubertFeatures
     from gsv_jax.inference.s2 import S2
-    from gsv_jax.data.prepare import Models
     from gsv_jax.models import bert as bert_lib
     from gsv_jax.models import hubert as hubert_lib
     from gsv_jax.models.s2.synthesizer import S2ModelConfig, init_params

@@ -16,13 +16,13 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-from configs import s1_v2  # noqa: E402
-from gsv_jax.models import s1 as m  # noqa: E402
-from gsv_jax.inference.s1_decoder import S1Decoder  # noqa: E402
+from configs import s1_v2
+from gsv_jax.inference.s1_decoder import S1Decoder
+from gsv_jax.models import s1 as m
 
 
 def run(dec, params, batch, tx, tp, new, seed=0):

@@ -56,16 +56,16 @@ if not args.tpu:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import numpy as np
 
-from configs import s1_v2  # noqa: E402
-from gsv_jax.models.s1 import init_params  # noqa: E402
-from gsv_jax.train.mesh import make_mesh  # noqa: E402
-from gsv_jax.train.optim import make_optimizer  # noqa: E402
-from gsv_jax.train.s1_task import S1Task  # noqa: E402
-from gsv_jax.train.state import count_params, create_train_state, state_shardings, with_shardings  # noqa: E402
-from gsv_jax.train.step import batch_shardings, compiled_report, jit_step, make_step_fn, to_device_batch  # noqa: E402
+from configs import s1_v2
+from gsv_jax.models.s1 import init_params
+from gsv_jax.train.mesh import make_mesh
+from gsv_jax.train.optim import make_optimizer
+from gsv_jax.train.s1_task import S1Task
+from gsv_jax.train.state import count_params, create_train_state, state_shardings, with_shardings
+from gsv_jax.train.step import batch_shardings, compiled_report, jit_step, make_step_fn, to_device_batch
 
 ORIGINAL_SECONDS = 36.7
 TARGET_SECONDS = round(ORIGINAL_SECONDS / 1.3, 1)
@@ -217,7 +217,7 @@ def memory(out):
     compiled = step.lower(with_shardings(abstract, sh), with_shardings(spec, b_sh),
                           jax.ShapeDtypeStruct((2,), np.uint32, sharding=rep)).compile()
     r = compiled_report(compiled)
-    gib = lambda b: round(b / 2**30, 3)  # noqa: E731
+    gib = lambda b: round(b / 2**30, 3)
     per_device = {k.replace("_in_bytes", "_gib").replace("_bytes", "_gib"): gib(v)
                   for k, v in r.items() if k.endswith("bytes")}
     state_bytes = sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in jax.tree.leaves(abstract))

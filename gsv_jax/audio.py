@@ -32,7 +32,6 @@ from __future__ import annotations
 import functools
 import math
 import pathlib
-from typing import Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -54,8 +53,8 @@ MODEL_SR = 32000
 # windows and filterbanks (numpy constants, cached)
 
 
-@functools.lru_cache(maxsize=None)
-def hann_window(win: int, n_fft: Optional[int] = None) -> np.ndarray:
+@functools.cache
+def hann_window(win: int, n_fft: int | None = None) -> np.ndarray:
     """Periodic Hann window (``torch.hann_window(win)``), centred in ``n_fft`` zeros if longer."""
     n = np.arange(win, dtype=np.float64)
     w = (0.5 - 0.5 * np.cos(2.0 * np.pi * n / win)).astype(np.float32)
@@ -66,9 +65,9 @@ def hann_window(win: int, n_fft: Optional[int] = None) -> np.ndarray:
     return np.pad(w, (left, n_fft - win - left))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def mel_filterbank(
-    n_fft: int, num_mels: int, sampling_rate: int, fmin: float = 0.0, fmax: Optional[float] = None
+    n_fft: int, num_mels: int, sampling_rate: int, fmin: float = 0.0, fmax: float | None = None
 ) -> np.ndarray:
     """``librosa.filters.mel`` with its defaults (Slaney scale and norm), float32 ``[num_mels, n_fft//2+1]``."""
     import librosa
@@ -129,7 +128,7 @@ def spec_to_mel(
     num_mels: int = 128,
     sampling_rate: int = 32000,
     fmin: float = 0.0,
-    fmax: Optional[float] = None,
+    fmax: float | None = None,
 ) -> jax.Array:
     """Log-mel of a linear spectrogram, as ``spec_to_mel_torch``: ``[..., bins, T] -> [..., num_mels, T]``."""
     spec = jnp.asarray(spec, jnp.float32)
@@ -149,7 +148,7 @@ def mel_spectrogram(
     hop: int = 640,
     win: int = 2048,
     fmin: float = 0.0,
-    fmax: Optional[float] = None,
+    fmax: float | None = None,
     center: bool = False,
 ) -> jax.Array:
     """Log-mel spectrogram as ``mel_spectrogram_torch`` (same argument order): ``[..., N] -> [..., num_mels, frames]``.
@@ -221,7 +220,7 @@ def resample_sinc(
     return np.ascontiguousarray(out[..., : math.ceil(n * length / o)], dtype=np.float32)
 
 
-def load_reference(path: Union[str, pathlib.Path], sr: int = MODEL_SR) -> np.ndarray:
+def load_reference(path: str | pathlib.Path, sr: int = MODEL_SR) -> np.ndarray:
     """Reference audio for the S2 spectrogram as the original's ``get_spepc`` prepares it:
     float32 ``[1, N]``, channels averaged, torchaudio-style sinc resampling to ``sr``, and divided
     by ``min(2, peak)`` only when the peak exceeds 1. Feed it to :func:`spectrogram`."""
@@ -236,7 +235,7 @@ def load_reference(path: Union[str, pathlib.Path], sr: int = MODEL_SR) -> np.nda
     return audio.astype(np.float32)
 
 
-def load_audio(path: Union[str, pathlib.Path], sr: Optional[int] = None, mono: bool = True) -> np.ndarray:
+def load_audio(path: str | pathlib.Path, sr: int | None = None, mono: bool = True) -> np.ndarray:
     """Read an audio file as float32 in [-1, 1] like ``librosa.load(path, sr=sr)``.
 
     Any format ``soundfile`` reads; channels are averaged when ``mono``; ``sr=None`` keeps the

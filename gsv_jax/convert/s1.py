@@ -130,7 +130,7 @@ def state_dict_to_params(state: dict, dims: S1Dims, dtype=np.float32, where: str
     return params
 
 
-def params_to_state_dict(params: dict, dims: S1Dims, dtype=np.float16) -> "collections.OrderedDict[str, np.ndarray]":
+def params_to_state_dict(params: dict, dims: S1Dims, dtype=np.float16) -> collections.OrderedDict[str, np.ndarray]:
     """Unboxed Flax params -> the original ``weight`` dict (keys with ``model.``, ``dtype``)."""
     out = collections.OrderedDict()
     for key, (path, kind) in key_map(dims).items():

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
-from typing import Callable
+from collections.abc import Callable
 
 AUDIO_EXTS = {".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus", ".aac", ".wma"}
 BACKENDS = ("faster-whisper", "funasr")

@@ -38,7 +38,8 @@ import os
 import pathlib
 import re
 import struct
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -25,8 +25,8 @@ The iterator is checkpointable: ``get_state()`` = {epoch, batch} of the next bat
 from __future__ import annotations
 
 import concurrent.futures as cf
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -53,7 +53,7 @@ class S1DataConfig:
     num_threads: int = 4
 
     @classmethod
-    def from_config(cls, data_cfg, batch_size: int, seed: int = 0) -> "S1DataConfig":
+    def from_config(cls, data_cfg, batch_size: int, seed: int = 0) -> S1DataConfig:
         kw = {k: data_cfg[k] for k in cls.__dataclass_fields__ if k in data_cfg and k not in ("batch_size", "seed")}
         for k in ("y_buckets", "x_buckets"):
             if k in kw:

@@ -27,7 +27,8 @@ import pathlib
 import socket
 import time
 import zlib
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -167,7 +168,7 @@ class StageStore:
             reader = self._readers[path] = ArrayRecordReader(str(path), "readahead_buffer_size:0")
         return dsformat.decode_record(reader.read([k])[0])
 
-    def writer(self, tag: str, chunk_items: int, chunk_seconds: float) -> "ChunkWriter":
+    def writer(self, tag: str, chunk_items: int, chunk_seconds: float) -> ChunkWriter:
         self.dir.mkdir(parents=True, exist_ok=True)
         return ChunkWriter(self.dir, tag, chunk_items, chunk_seconds)
 

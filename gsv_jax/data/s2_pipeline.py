@@ -22,7 +22,6 @@ own samples (reflect padding at *its* end), so zero padding never leaks into val
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import dataclasses
 import os
 import pathlib
@@ -50,7 +49,7 @@ class S2DataConfig:
     repeat_small: bool = True  # < 100 items: repeat the list max(2, 100 // n) times, as the original
 
     @classmethod
-    def from_config(cls, d, batch_size: int, seed: int = 1234) -> "S2DataConfig":
+    def from_config(cls, d, batch_size: int, seed: int = 1234) -> S2DataConfig:
         d = dict(d.to_dict() if hasattr(d, "to_dict") else (d or {}))
         kw = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d}
         kw.update(batch_size=int(batch_size), seed=int(seed))

@@ -1,7 +1,7 @@
 """Where training data comes from: our dataset format or the original's prepared experiment folder."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 
 def open_training_reader(data_config, open_original: Callable[[str], object]):

@@ -14,7 +14,7 @@ row's result.
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -71,7 +71,7 @@ class BertFeatures:
         """How many shapes the jitted encoder has been compiled for."""
         return self._forward._cache_size()
 
-    def tokenize(self, text: str) -> List[int]:
+    def tokenize(self, text: str) -> list[int]:
         """Token ids with ``[CLS]`` and ``[SEP]``, as ``tokenizer(text)`` in the original."""
         return list(self.tokenizer(text)["input_ids"])
 
@@ -84,7 +84,7 @@ class BertFeatures:
             )
         return min([b for b in self.TOKEN_BUCKETS if b >= n] + [limit])
 
-    def hidden_states_batch(self, texts: Sequence[str]) -> List[np.ndarray]:
+    def hidden_states_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
         """The chosen hidden state of each text, ``[n_tokens, hidden]`` (with [CLS]/[SEP] rows)."""
         ids = [self.tokenize(t) for t in texts]
         if not ids:
@@ -99,7 +99,7 @@ class BertFeatures:
         out = np.asarray(self._forward(self.params, tok, mask))
         return [out[r, : len(row)] for r, row in enumerate(ids)]
 
-    def phone_features_batch(self, norm_texts: Sequence[str], word2phs: Sequence[Sequence[int]]) -> List[np.ndarray]:
+    def phone_features_batch(self, norm_texts: Sequence[str], word2phs: Sequence[Sequence[int]]) -> list[np.ndarray]:
         """:meth:`phone_features` for many segments in one padded batch."""
         if len(norm_texts) != len(word2phs):
             raise ValueError(f"{len(norm_texts)} texts but {len(word2phs)} word2ph lists")
@@ -162,7 +162,7 @@ class HubertFeatures:
         """Output frames for a waveform of ``num_samples`` samples (about num_samples / 320)."""
         return hubert_lib.frame_lengths(self.cfg, num_samples)
 
-    def __call__(self, wav16k, lengths: Optional[Sequence[int]] = None) -> jax.Array:
+    def __call__(self, wav16k, lengths: Sequence[int] | None = None) -> jax.Array:
         """``wav16k``: float ``[B, N]`` or ``[N]`` raw 16 kHz samples; ``lengths``: valid samples
         per row of a right-padded batch (default: all N). Returns ``[B, hidden, frames(N)]``; row
         b equals its solo result on its first ``frames(lengths[b])`` frames and is 0 after."""
@@ -185,7 +185,7 @@ class HubertFeatures:
         out = self._forward(self.params, padded, lens)
         return out[:b, :, : int(self.frames(n))]
 
-    def features(self, wavs: Sequence[np.ndarray]) -> List[jax.Array]:
+    def features(self, wavs: Sequence[np.ndarray]) -> list[jax.Array]:
         """Each 1-D waveform's solo result ``[hidden, T_i]``, computed as one padded batch."""
         lens = [len(w) for w in wavs]
         batch = np.zeros((len(wavs), max(lens)), np.float32)

@@ -28,13 +28,14 @@ import pickle
 import platform
 import tempfile
 import threading
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 
 log = logging.getLogger(__name__)
 
-_FOLDER: Optional[pathlib.Path] = None
+_FOLDER: pathlib.Path | None = None
 _LOCK = threading.Lock()
 
 
@@ -52,11 +53,11 @@ def disable() -> None:
     _FOLDER = None
 
 
-def folder() -> Optional[pathlib.Path]:
+def folder() -> pathlib.Path | None:
     return _FOLDER
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _code_digest() -> str:
     """Content hash of this package's sources: a program from other model code is never reused."""
     h = hashlib.sha256()
@@ -67,7 +68,7 @@ def _code_digest() -> str:
     return h.hexdigest()[:16]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _environment() -> str:
     dev = jax.devices()[0]
     return "|".join((jax.__version__, importlib.metadata.version("jaxlib"), dev.platform, dev.device_kind,

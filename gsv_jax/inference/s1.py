@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -22,9 +22,9 @@ import numpy as np
 from flax import serialization
 
 from gsv_jax.convert import s1 as convert
-from gsv_jax.io.torch_io import CheckpointError, read_head
-from gsv_jax.models import s1 as model_lib
 from gsv_jax.inference.s1_decoder import S1Decoder
+from gsv_jax.io.torch_io import CheckpointError
+from gsv_jax.models import s1 as model_lib
 
 NATIVE_MAGIC = b"GSVJAX-S1\n"  # our single-file format: magic, then msgpack {format, config (json), params}
 
@@ -46,7 +46,7 @@ class S1:
         return convert.version_of(self.dims)
 
     @classmethod
-    def random(cls, config, seed: int = 0) -> "S1":
+    def random(cls, config, seed: int = 0) -> S1:
         """Randomly initialised model (the original's default init) for a config with ``model``."""
         config = config if isinstance(config, ml_collections.ConfigDict) else ml_collections.ConfigDict(config)
         return cls(config, model_lib.init_params(model_lib.S1Dims.from_config(config.model), seed))

@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gsv_jax.inference import programs
 from gsv_jax.convert import s2 as conv
+from gsv_jax.inference import programs
 from gsv_jax.io.torch_io import CheckpointError, HParams
 from gsv_jax.models.s2.generator import prepare_generator
 from gsv_jax.models.s2.modules import sequence_mask
@@ -291,7 +291,7 @@ class S2:
 # ----------------------------------------------------------------------------------------------
 # jitted cores (model bound with functools.partial; shared by every S2 of the same architecture)
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jitted(config: S2ModelConfig):
     model = SynthesizerTrn(config, weight_norm=False, spectral_convs=True)
     salt = repr(config)
@@ -412,9 +412,7 @@ def new_s2(config: S2ModelConfig, seed: int = 0, *, with_enc_q: bool = True, fas
         shape, name = tuple(leaf.shape), path[-1]
         if name in ("bias", "beta"):
             v = np.zeros(shape, np.float32)
-        elif name == "gamma":
-            v = np.ones(shape, np.float32)
-        elif name == "weight_g":
+        elif name == "gamma" or name == "weight_g":
             v = np.ones(shape, np.float32)
         else:
             fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1

@@ -17,7 +17,7 @@ import logging
 import os
 import pathlib
 import time
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -52,7 +52,7 @@ def default_cache_dir() -> pathlib.Path:
     return pathlib.Path(base) / "gsv_jax" / "jax_compilation_cache"
 
 
-def enable_compilation_cache(path: Optional[str | os.PathLike] = None) -> pathlib.Path:
+def enable_compilation_cache(path: str | os.PathLike | None = None) -> pathlib.Path:
     """Turn on JAX's persistent compilation cache and our compiled-program store in its
     ``programs/`` subfolder (so a second process neither compiles nor traces the models)."""
     import jax
@@ -76,7 +76,7 @@ class PhoneSequence:
     bert: np.ndarray
     norm_text: str
 
-    def __add__(self, other: "PhoneSequence") -> "PhoneSequence":
+    def __add__(self, other: PhoneSequence) -> PhoneSequence:
         return PhoneSequence(np.concatenate([self.ids, other.ids]), np.concatenate([self.bert, other.bert], 1),
                              self.norm_text + other.norm_text)
 
@@ -89,7 +89,7 @@ class Reference:
     spec: np.ndarray  # [1, 1025, frames]
 
 
-def _find(folder: pathlib.Path, names: Sequence[str], pattern: Optional[str]) -> Optional[pathlib.Path]:
+def _find(folder: pathlib.Path, names: Sequence[str], pattern: str | None) -> pathlib.Path | None:
     for name in names:
         if (folder / name).exists():
             return folder / name
@@ -152,7 +152,7 @@ class TTS:
 
     # ---------------------------------------------------------------------------------- loading
     @classmethod
-    def from_paths(cls, gpt, sovits, bert, hubert, **kwargs) -> "TTS":
+    def from_paths(cls, gpt, sovits, bert, hubert, **kwargs) -> TTS:
         import gsv_jax
 
         for name, p in (("gpt", gpt), ("sovits", sovits), ("bert", bert), ("hubert", hubert)):
@@ -165,7 +165,7 @@ class TTS:
                    gsv_jax.load_hubert(hubert), **kwargs)
 
     @classmethod
-    def from_folder(cls, folder, **kwargs) -> "TTS":
+    def from_folder(cls, folder, **kwargs) -> TTS:
         return cls.from_paths(**resolve_model_folder(folder), **kwargs)
 
     def _check_versions(self):
@@ -247,7 +247,7 @@ class TTS:
                    repetition_penalty: float = 1.35, speed: float = 1.0, cut: str = "cut1",
                    noise_scale: float = 0.5, seed: int = 0, aux_refs: Sequence = (), batch_size: int = 8,
                    pause: float = 0.3, max_new_tokens: int = 1500,
-                   progress: Optional[Callable[[str, int, int], None]] = None):
+                   progress: Callable[[str, int, int], None] | None = None):
         """Text -> ``(wav float32 [N], 32000)``. Languages use the original's codes ("zh", "en",
         "ja", "ko", "yue", "auto", "auto_yue", "all_zh", ...). An empty ``ref_text`` selects the
         reference-free mode (no prompt tokens), as in the original."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import pathlib
 import re
-from typing import Dict, Union
+from typing import Union
 
 import numpy as np
 
@@ -44,7 +44,7 @@ def read_config(folder: PathLike) -> dict:
         return json.load(f)
 
 
-def _read_one(path: pathlib.Path) -> Dict[str, np.ndarray]:
+def _read_one(path: pathlib.Path) -> dict[str, np.ndarray]:
     if path.name.endswith(".safetensors"):
         from safetensors.numpy import load_file
 
@@ -57,7 +57,7 @@ def _read_one(path: pathlib.Path) -> Dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in state.items()}
 
 
-def read_state_dict(folder: PathLike) -> Dict[str, np.ndarray]:
+def read_state_dict(folder: PathLike) -> dict[str, np.ndarray]:
     """All weights of a folder as ``{name: numpy array}`` (stored dtype), safetensors preferred."""
     path = _folder(folder)
     for name in WEIGHT_FILES:
@@ -96,7 +96,7 @@ def load_tokenizer(folder: PathLike):
 class _Keys:
     """A state dict with prefix stripping, fp32 casting and a record of what was used."""
 
-    def __init__(self, state: Dict[str, np.ndarray], prefixes, ignore, what: str):
+    def __init__(self, state: dict[str, np.ndarray], prefixes, ignore, what: str):
         self.state = {}
         for k, v in state.items():
             for p in prefixes:
@@ -144,7 +144,7 @@ def _stack(layers: list) -> dict:
     return {"layer": jax.tree.map(stack, *layers)}
 
 
-def bert_params(state: Dict[str, np.ndarray], cfg) -> dict:
+def bert_params(state: dict[str, np.ndarray], cfg) -> dict:
     """Hugging Face ``BertModel`` / ``BertForMaskedLM`` state dict -> ``models.bert.Bert`` params."""
     k = _Keys(state, ("bert.",), (r"cls\..*", r"pooler\..*", r".*position_ids"), "BERT")
     h, heads = cfg.hidden_size, cfg.num_attention_heads
@@ -191,7 +191,7 @@ def _fold_weight_norm(g: np.ndarray, v: np.ndarray, dim: int) -> np.ndarray:
     return (g.astype(np.float64) * v64 / np.sqrt((v64**2).sum(axis=axes, keepdims=True))).astype(np.float32)
 
 
-def hubert_params(state: Dict[str, np.ndarray], cfg) -> dict:
+def hubert_params(state: dict[str, np.ndarray], cfg) -> dict:
     """Hugging Face ``HubertModel`` state dict -> ``models.hubert.Hubert`` params (weight norm folded)."""
     k = _Keys(state, ("hubert.",), (r"masked_spec_embed", r"label_embs_concat", r"final_proj\..*"), "HuBERT")
     h = cfg.hidden_size

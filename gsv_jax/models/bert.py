@@ -12,13 +12,13 @@ The layers are one ``nn.scan`` over parameters stacked on a leading layer axis
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import ml_collections
+import numpy as np
 
 from gsv_jax.nn.activations import ACTIVATIONS
 

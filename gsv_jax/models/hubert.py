@@ -15,8 +15,6 @@ stacked on a leading layer axis (``params["layers"]["layer"][...]``).
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -219,7 +220,7 @@ class S1Dims:
     dtype: str = "float32"
 
     @classmethod
-    def from_config(cls, m) -> "S1Dims":
+    def from_config(cls, m) -> S1Dims:
         get = (lambda k, d=None: m.get(k, d)) if hasattr(m, "get") else (lambda k, d=None: getattr(m, k, d))
         dim = int(get("hidden_dim") or get("embedding_dim"))
         if get("embedding_dim") is not None and int(get("embedding_dim")) != dim:

@@ -28,8 +28,8 @@ _REP_MAP = {
 _REP_RE = re.compile("|".join(re.escape(k) for k in _REP_MAP))
 _PUNCT = "".join(PUNCTUATION)
 _NOT_KEPT = re.compile(r"[^\u4e00-\u9fa5" + _PUNCT + r"]+")  # as written in the original ("-" is a range end)
-_MARKS_ONLY = re.compile(r"^[{}]+$".format(re.escape(_PUNCT)))
-_MARK_SPLIT = re.compile(r"([{}])".format(re.escape(_PUNCT)))
+_MARKS_ONLY = re.compile(rf"^[{re.escape(_PUNCT)}]+$")
+_MARK_SPLIT = re.compile(rf"([{re.escape(_PUNCT)}])")
 _JYUTPING = re.compile(r"^([a-z]+[1-6]+[ ]?)+$")
 _PUNCT_SET = frozenset(PUNCTUATION)
 

@@ -13,11 +13,7 @@ import pathlib
 import numpy as np
 
 GRAPHEMES = ["<pad>", "<unk>", "</s>"] + list("abcdefghijklmnopqrstuvwxyz")
-PHONEMES = ["<pad>", "<unk>", "<s>", "</s>"] + (
-    "AA0 AA1 AA2 AE0 AE1 AE2 AH0 AH1 AH2 AO0 AO1 AO2 AW0 AW1 AW2 AY0 AY1 AY2 B CH D DH EH0 EH1 EH2 ER0 ER1 ER2 "
-    "EY0 EY1 EY2 F G HH IH0 IH1 IH2 IY0 IY1 IY2 JH K L M N NG OW0 OW1 OW2 OY0 OY1 OY2 P R S SH T TH UH0 UH1 UH2 "
-    "UW UW0 UW1 UW2 V W Y Z ZH"
-).split()
+PHONEMES = ["<pad>", "<unk>", "<s>", "</s>"] + ["AA0", "AA1", "AA2", "AE0", "AE1", "AE2", "AH0", "AH1", "AH2", "AO0", "AO1", "AO2", "AW0", "AW1", "AW2", "AY0", "AY1", "AY2", "B", "CH", "D", "DH", "EH0", "EH1", "EH2", "ER0", "ER1", "ER2", "EY0", "EY1", "EY2", "F", "G", "HH", "IH0", "IH1", "IH2", "IY0", "IY1", "IY2", "JH", "K", "L", "M", "N", "NG", "OW0", "OW1", "OW2", "OY0", "OY1", "OY2", "P", "R", "S", "SH", "T", "TH", "UH0", "UH1", "UH2", "UW", "UW0", "UW1", "UW2", "V", "W", "Y", "Z", "ZH"]
 _G2IDX = {g: i for i, g in enumerate(GRAPHEMES)}
 _START, _STOP, _MAX_STEPS = 2, 3, 20
 
@@ -30,7 +26,7 @@ def g2p_en_dir() -> pathlib.Path:
     return pathlib.Path(list(spec.submodule_search_locations)[0])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _weights() -> dict[str, np.ndarray]:
     with np.load(g2p_en_dir() / "checkpoint20.npz") as z:
         return {k: z[k] for k in z.files}

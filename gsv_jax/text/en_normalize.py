@@ -61,7 +61,7 @@ _FIRST_MAP = {"[;:：，；]": ",", '["’]': "'", "。": ".", "！": "!", "？"
 _FIRST_MAP_RE = re.compile("|".join(re.escape(k) for k in _FIRST_MAP))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _engine():
     import inflect
 

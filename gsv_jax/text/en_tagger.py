@@ -18,7 +18,7 @@ _START = ("-START-", "-START2-")
 _END = ("-END-", "-END2-")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _model() -> tuple[dict, dict, tuple]:
     if not _MODEL.exists():
         raise FileNotFoundError(f"{_MODEL} is missing: rebuild it with `python -m gsv_jax.text.en_build_data`")

@@ -46,7 +46,7 @@ _SIBILANT = ("S", "Z", "SH", "ZH", "CH", "JH")
 _DROPPED = (" ", "<pad>", "UW", "</s>", "<s>")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_dictionary() -> dict[str, list[str]]:
     """word -> first pronunciation: the generated CMUdict merge, hot words applied, six abbreviations removed.
 
@@ -66,7 +66,7 @@ def load_dictionary() -> dict[str, list[str]]:
     return table
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _symbols_v2() -> frozenset:
     from .symbols import get_symbols
 
@@ -149,7 +149,7 @@ class EnglishG2P:
         return [ph for part in parts for ph in self.lookup(part)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _g2p_model() -> EnglishG2P:
     return EnglishG2P()
 

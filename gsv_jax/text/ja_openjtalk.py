@@ -18,7 +18,7 @@ import inspect
 import os
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pyopenjtalk():
     try:
         import pyopenjtalk
@@ -36,7 +36,7 @@ def _pyopenjtalk():
     return pyopenjtalk
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _frontend_kwargs() -> dict:
     params = inspect.signature(_pyopenjtalk().run_frontend).parameters
     return {"use_vanilla": True} if "use_vanilla" in params else {}  # pyopenjtalk-plus

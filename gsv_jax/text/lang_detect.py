@@ -27,7 +27,7 @@ class _LiteOnly:
         return self._detector.detect(text, model="lite", k=k, threshold=threshold)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def get_splitter():
     """The shared ``LangSplitter`` (stateless between calls), offline."""
     try:

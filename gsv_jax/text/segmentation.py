@@ -7,7 +7,7 @@ marks, re-splitting over-long pieces) follow spec ``pipeline.md`` §5.3-§5.4.
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 # Marks after which `split_after_marks` cuts (the original's `splits`).
 SPLIT_MARKS = frozenset("，。？！,.?!~:：—…")

@@ -7,7 +7,7 @@ The tables are our spec data (``data/symbols_v{1,2}.json``).
 import functools
 import json
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 _DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
@@ -21,13 +21,13 @@ def symbol_version(version: str | None) -> str:
     return "v1" if version == "v1" else "v2"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def get_symbols(version: str | None = "v2") -> tuple[str, ...]:
     with open(os.path.join(_DATA, f"symbols_{symbol_version(version)}.json"), encoding="utf-8") as f:
         return tuple(json.load(f))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def symbol_to_id(version: str | None = "v2") -> dict[str, int]:
     return {s: i for i, s in enumerate(get_symbols(version))}
 

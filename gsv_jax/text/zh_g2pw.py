@@ -234,7 +234,7 @@ class G2PW:
                     else [1] * len(self.labels))
             rows.append((ids, mask, self.char2id[ch], q_text2token[q_id] + 1))
         width = max(len(r[0]) for r in rows)
-        pad = lambda seq: list(seq) + [0] * (width - len(seq))  # noqa: E731
+        pad = lambda seq: list(seq) + [0] * (width - len(seq))
         return {
             "input_ids": np.array([pad(r[0]) for r in rows], np.int64),
             "token_type_ids": np.zeros((len(rows), width), np.int64),

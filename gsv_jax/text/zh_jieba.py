@@ -15,7 +15,7 @@ def _jieba():
         import jieba_fast.posseg  # noqa: F401
     except ImportError:
         import jieba
-        import jieba.posseg  # noqa: F401
+        import jieba.posseg
 
     jieba.setLogLevel(logging.CRITICAL)
     jieba.initialize()

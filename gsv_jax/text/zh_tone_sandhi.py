@@ -54,17 +54,7 @@ def neural_sandhi(word: str, pos: str, finals: list[str]) -> list[str]:
         if j >= 1 and ch == word[j - 1] and pos[0] in "nva" and word not in lists["must_not_neural_tone_words"]:
             finals[j] = _tone(finals[j], "5")
     ge = word.find("个")
-    if word and word[-1] in MODAL_PARTICLES:
-        finals[-1] = _tone(finals[-1], "5")
-    elif word and word[-1] in "的地得":
-        finals[-1] = _tone(finals[-1], "5")
-    elif len(word) == 1 and word in "了着过" and pos in {"ul", "uz", "ug"}:
-        finals[-1] = _tone(finals[-1], "5")
-    elif len(word) > 1 and word[-1] in "们子" and pos in {"r", "n"} and word not in lists["must_not_neural_tone_words"]:
-        finals[-1] = _tone(finals[-1], "5")
-    elif len(word) > 1 and word[-1] in "上下里" and pos in {"s", "l", "f"}:
-        finals[-1] = _tone(finals[-1], "5")
-    elif len(word) > 1 and word[-1] in "来去" and word[-2] in "上下进出回过起开":
+    if word and word[-1] in MODAL_PARTICLES or word and word[-1] in "的地得" or len(word) == 1 and word in "了着过" and pos in {"ul", "uz", "ug"} or len(word) > 1 and word[-1] in "们子" and pos in {"r", "n"} and word not in lists["must_not_neural_tone_words"] or len(word) > 1 and word[-1] in "上下里" and pos in {"s", "l", "f"} or len(word) > 1 and word[-1] in "来去" and word[-2] in "上下进出回过起开":
         finals[-1] = _tone(finals[-1], "5")
     elif (ge >= 1 and (word[ge - 1].isnumeric() or word[ge - 1] in "几有两半多各整每做是")) or word == "个":
         finals[ge] = _tone(finals[ge], "5")
@@ -121,8 +111,8 @@ def three_sandhi(word: str, finals: list[str]) -> list[str]:
             halves = [finals[: len(parts[0])], finals[len(parts[0]):]]
             for i, sub in enumerate(halves):
                 if _all_tone_three(sub) and len(sub) == 2:  # 所有/人
-                    halves[i][0] = _tone(halves[i][0], "2")
-                elif i == 1 and not _all_tone_three(sub) and halves[i][0][-1] == "3" and halves[0][-1][-1] == "3":
+                    halves[i][0] = _tone(sub[0], "2")
+                elif i == 1 and not _all_tone_three(sub) and sub[0][-1] == "3" and halves[0][-1][-1] == "3":
                     halves[0][-1] = _tone(halves[0][-1], "2")  # 好/喜欢
                 finals = halves[0] + halves[1]
     elif len(word) == 4:  # idioms: two 2-char halves

@@ -91,7 +91,7 @@ class StopSignal:
         self.signum = None
         self._old = {}
 
-    def _handler(self, signum, frame):  # noqa: ARG002
+    def _handler(self, signum, frame):
         self.requested = True
         self.signum = signum
         if signum == signal.SIGINT:

@@ -74,7 +74,7 @@ def _threefry(data):
     return jax.random.wrap_key_data(data, impl="threefry2x32")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def hash_impl():
     """The registered PRNG implementation (created once per process)."""
     from jax.extend import random as xr

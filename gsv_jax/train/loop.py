@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import jax
 import numpy as np
@@ -39,7 +40,7 @@ class LoopConfig:
     tensorboard: bool = True
 
     @classmethod
-    def from_config(cls, train_cfg) -> "LoopConfig":
+    def from_config(cls, train_cfg) -> LoopConfig:
         kw = {k: train_cfg[k] for k in cls.__dataclass_fields__ if k in train_cfg}
         return cls(**kw)
 

@@ -26,7 +26,8 @@ no weight decay on one-dimensional tensors).
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -104,7 +105,7 @@ def scaled_adam(learning_rate: float | Schedule = 0.01, betas=(0.9, 0.95), clipp
     lr_fn = learning_rate if callable(learning_rate) else (lambda count: jnp.float32(learning_rate))
 
     def init_fn(params):
-        zeros = lambda p: jnp.zeros(p.shape, jnp.float32)  # noqa: E731
+        zeros = lambda p: jnp.zeros(p.shape, jnp.float32)
         return ScaledAdamState(
             count=jnp.zeros((), jnp.int32),
             delta=jax.tree.map(zeros, params),
@@ -193,7 +194,7 @@ def scaled_adam(learning_rate: float | Schedule = 0.01, betas=(0.9, 0.95), clipp
             res = jax.vmap(per_tensor)(*stacked)
             for j, i in enumerate(idx):
                 outs[i] = tuple(r[j] for r in res)
-        unflat = lambda i: jax.tree.unflatten(treedef, [o[i] for o in outs])  # noqa: E731
+        unflat = lambda i: jax.tree.unflatten(treedef, [o[i] for o in outs])
         updates = unflat(0)
         new_state = ScaledAdamState(count=t + 1, delta=unflat(1), exp_avg_sq=unflat(2), param_rms=unflat(3),
                                     scale_exp_avg_sq=unflat(4), scale_grads=unflat(5),

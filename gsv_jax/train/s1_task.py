@@ -39,7 +39,7 @@ class S1Task:
         self.model = S1Model(dims)
 
     @classmethod
-    def from_config(cls, config) -> "S1Task":
+    def from_config(cls, config) -> S1Task:
         dims = S1Dims.from_config(config.model)
         train = config.get("train", {}) or {}
         if "fix_padding_mask" in train:

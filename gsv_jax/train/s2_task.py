@@ -30,8 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gsv_jax.models.s2.discriminator import (MultiPeriodDiscriminator, discriminator_params_to_state_dict,
-                                             discriminator_state_dict_to_params)
+from gsv_jax.models.s2.discriminator import (
+    MultiPeriodDiscriminator,
+    discriminator_params_to_state_dict,
+    discriminator_state_dict_to_params,
+)
 from gsv_jax.models.s2.synthesizer import S2ModelConfig, SynthesizerTrn
 from gsv_jax.models.s2.training import generator_forward
 from gsv_jax.train import s2_losses as L
@@ -53,7 +56,7 @@ class S2OptimConfig:
     epoch_offset: int = 0  # epochs already done by the checkpoint we start from (original ``iteration``)
 
     @classmethod
-    def from_config(cls, c) -> "S2OptimConfig":
+    def from_config(cls, c) -> S2OptimConfig:
         c = dict(c.to_dict() if hasattr(c, "to_dict") else (c or {}))
         kw = {f.name: c[f.name] for f in dataclasses.fields(cls) if f.name in c}
         if "betas" in kw:
@@ -125,7 +128,7 @@ class S2Task:
         self.tx, self.tx_g, self.tx_d = make_gan_tx(self.optim)
 
     @classmethod
-    def from_config(cls, config) -> "S2Task":
+    def from_config(cls, config) -> S2Task:
         model_cfg = S2ModelConfig.from_mapping(config.model)
         optim = S2OptimConfig.from_config(config.get("optim", {}) or {})
         train = config.get("train", {}) or {}
@@ -184,7 +187,7 @@ class S2Task:
         """D on real and generated audio in one pass: ``(real logits, fake logits, real fmaps, fake fmaps)``."""
         B = y.shape[0]
         logits, fmaps = self.disc.apply({"params": params_d}, jnp.concatenate([y, y_hat], 0))
-        split = lambda x: (x[:B], x[B:])  # noqa: E731
+        split = lambda x: (x[:B], x[B:])
         real, fake = zip(*[split(x) for x in logits])
         f_r = [[x[: x.shape[0] // 2] for x in fm] for fm in fmaps]
         f_g = [[x[x.shape[0] // 2:] for x in fm] for fm in fmaps]
@@ -265,8 +268,8 @@ class S2Task:
         or freshly initialised when absent, e.g. exported weights) and ``D_*.pth`` / ``s2D*.pth``
         (fresh when ``d_path`` is None). Returns ``(params, info)``; ``info["iteration"]`` is the
         original's epoch counter (0 for pretrained files)."""
-        from gsv_jax.inference.s2 import load_s2
         from gsv_jax.convert.s2 import read_discriminator_state
+        from gsv_jax.inference.s2 import load_s2
 
         rng = jax.random.PRNGKey(0) if rng is None else rng
         fresh = None

@@ -20,7 +20,8 @@ when their shape matches it; everything else (counters, per-tensor scalars) is r
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import flax
 import flax.linen as nn
@@ -28,7 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from gsv_jax.sharding import tree_shardings
 

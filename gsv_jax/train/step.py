@@ -27,13 +27,15 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from gsv_jax import sharding as shd
 from gsv_jax.train.state import TrainState
@@ -197,7 +199,7 @@ def compiled_report(compiled) -> dict:
 
 
 def format_report(rep: dict) -> str:
-    gib = lambda b: f"{b / 2**30:.3f} GiB"  # noqa: E731
+    gib = lambda b: f"{b / 2**30:.3f} GiB"
     parts = [f"{k.replace('_in_bytes', '').replace('_bytes', '')}={gib(v)}" for k, v in rep.items() if k.endswith("bytes")]
     if "flops" in rep:
         parts.append(f"flops/device={rep['flops']:.3e}")

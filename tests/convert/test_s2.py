@@ -54,7 +54,7 @@ def test_export_loads_in_torch(s2, tmp_path):
     # the original unpickles its config as utils.HParams: provide a stand-in module for torch.load
     stub = types.ModuleType("utils")
 
-    class HP:  # noqa: D401 - minimal attribute bag
+    class HP:
         pass
 
     stub.HParams = HP

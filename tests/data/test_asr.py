@@ -47,7 +47,7 @@ class FakeFunASR:
 
 
 def test_message_when_no_backend(monkeypatch, tmp_path):
-    monkeypatch.setattr(asr, "installed_backends", lambda: [])
+    monkeypatch.setattr(asr, "installed_backends", list)
     with pytest.raises(asr.ASRUnavailable, match="pip install faster-whisper"):
         asr.make_transcriber()
     with pytest.raises(asr.ASRUnavailable, match="'funasr' is not installed"):

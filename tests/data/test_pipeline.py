@@ -4,7 +4,7 @@ import numpy as np
 import optax
 import pytest
 
-from gsv_jax.data.pipeline import (InMemoryS1Reader, S1BatchIterator, S1DataConfig, epoch_plan, filter_items)
+from gsv_jax.data.pipeline import InMemoryS1Reader, S1BatchIterator, S1DataConfig, epoch_plan, filter_items
 
 
 def _items(n, seed=0):
@@ -92,8 +92,8 @@ def test_reads_our_dataset_format(tmp_path):
 
 
 def test_reads_original_experiment_folder(tmp_path):
-    from gsv_jax.io.torch_io import save_torch_file
     from gsv_jax.data.original_s1 import OriginalS1Folder
+    from gsv_jax.io.torch_io import save_torch_file
 
     exp = tmp_path / "exp"
     (exp / "3-bert").mkdir(parents=True)
@@ -128,13 +128,12 @@ def test_adamw_warmup_cosine_schedule():
 
 
 def test_grad_accumulation_equals_big_batch():
+    import flax.linen as nn
     import jax
 
     from gsv_jax.train.state import TrainState
     from gsv_jax.train.step import make_step_fn
     from tests.train.toy import ToyData, ToyTask
-
-    import flax.linen as nn
 
     task = ToyTask()
     params = nn.meta.unbox(task.init_params(jax.random.PRNGKey(0)))

@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from gsv_jax.data.format import open_dataset  # noqa: E402
+from gsv_jax.data.format import open_dataset
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 DEMO = REPO / "data" / "demo" / "demo.list"

@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gsv_jax.models import s1 as m
 from gsv_jax.inference.s1_decoder import EOS_BAN_STEPS, S1Decoder, repetition_penalty, sample
+from gsv_jax.models import s1 as m
 
 EOS = 1024
 N = 4000  # draws per statistical test

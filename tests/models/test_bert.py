@@ -9,10 +9,10 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-import gsv_jax  # noqa: E402
-from gsv_jax.inference import features  # noqa: E402
-from gsv_jax.io import hf  # noqa: E402
-from gsv_jax.models import bert as bert_lib  # noqa: E402
+import gsv_jax
+from gsv_jax.inference import features
+from gsv_jax.io import hf
+from gsv_jax.models import bert as bert_lib
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 CHARS = list("你好世界今天是个日子我们去公园吧，。！？…,.-!?")

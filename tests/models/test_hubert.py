@@ -8,9 +8,9 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-import gsv_jax  # noqa: E402
-from gsv_jax.io import hf  # noqa: E402
-from gsv_jax.models import hubert as hubert_lib  # noqa: E402
+import gsv_jax
+from gsv_jax.io import hf
+from gsv_jax.models import hubert as hubert_lib
 
 # the real conv geometry (stride 320) with narrow channels
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,

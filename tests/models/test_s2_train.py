@@ -45,12 +45,12 @@ def test_generator_forward_matches_training_golden(g_model):
     model = SynthesizerTrn(g_model.config, weight_norm=True, with_enc_q=True, exact_ref_lengths=False)
     ids = rand_slice_ids(jnp.asarray(g["rand_slice_u"]), jnp.asarray(g["spec_lens"]), 32)
     np.testing.assert_array_equal(np.asarray(ids), g["ids_slice"])
-    tr = lambda a: jnp.asarray(np.swapaxes(a, 1, 2))  # noqa: E731  [B, C, T] -> [B, T, C]
+    tr = lambda a: jnp.asarray(np.swapaxes(a, 1, 2))
     params = jax.tree_util.tree_map(jnp.asarray, g_model.params)
     out = jax.jit(lambda p: model.apply(
         {"params": p}, tr(g["ssl"]), tr(g["spec"]), jnp.asarray(g["spec_lens"]), jnp.asarray(g["text"]),
         jnp.asarray(g["text_lens"]), enc_q_noise=tr(g["enc_q_noise"]), slice_ids=ids))(params)
-    back = lambda a: np.swapaxes(np.asarray(a), 1, 2)  # noqa: E731
+    back = lambda a: np.swapaxes(np.asarray(a), 1, 2)
     assert rel_err(back(out["ge"]), g["ge"]) < REL
     np.testing.assert_array_equal(back(out["mask"]), g["z_mask"])
     for k, ref in [("x", "enc_p_x"), ("m_p", "m_p"), ("logs_p", "logs_p"), ("m_q", "m_q"), ("logs_q", "logs_q"),

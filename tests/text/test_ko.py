@@ -17,7 +17,7 @@ CASES = json.loads((pathlib.Path(__file__).parents[1] / "fixtures" / "text_ko_ca
 TARGET = 0.95
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _g2p(text):
     return korean.g2p(text)
 

@@ -18,7 +18,7 @@ CASES = json.loads((pathlib.Path(__file__).parents[1] / "fixtures" / "text_yue_c
 TARGET = 0.95
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _run(text):
     norm = cantonese.text_normalize(text)
     phones, word2ph = cantonese.g2p(norm)

@@ -9,14 +9,14 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-import jax  # noqa: E402
+import jax
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
-from gsv_jax.train.loop import LoopConfig, run  # noqa: E402
-from gsv_jax.train.mesh import mesh_from_config  # noqa: E402
-from gsv_jax.train.s2_task import S2Task  # noqa: E402
-from tests.train.test_s2_train import data_iter, tiny_config  # noqa: E402
+from gsv_jax.train.loop import LoopConfig, run
+from gsv_jax.train.mesh import mesh_from_config
+from gsv_jax.train.s2_task import S2Task
+from tests.train.test_s2_train import data_iter, tiny_config
 
 if __name__ == "__main__":
     config = tiny_config(steps=12)

@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding
 
 from gsv_jax.data.pipeline import InMemoryS1Reader, S1BatchIterator, S1DataConfig
 from gsv_jax.models.s1 import S1Dims

@@ -11,13 +11,15 @@ import importlib.util
 import pathlib
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from gsv_jax.convert.s2 import _flatten, path_to_torch_key
-from gsv_jax.models.s2.discriminator import (_torch_key, discriminator_params_to_state_dict,
-                                             discriminator_state_dict_to_params)
+from gsv_jax.models.s2.discriminator import (
+    _torch_key,
+    discriminator_params_to_state_dict,
+    discriminator_state_dict_to_params,
+)
 from gsv_jax.models.s2.synthesizer import S2ModelConfig
 from gsv_jax.train.s2_task import S2Task, golden_batch_from_torch_layout
 
@@ -164,7 +166,7 @@ def test_parameters_after_update(run):
 
 
 def test_discriminator_keys_round_trip(golden):
-    from gsv_jax.io.torch_io import load_torch_file, save_torch_file
+    from gsv_jax.io.torch_io import load_torch_file
 
     sd = load_torch_file(golden("s2_train_tiny_D.pth"))["model"]
     p = discriminator_state_dict_to_params(sd)

@@ -3,16 +3,14 @@
 Tiny generator (``configs/s2_tiny.py``, segment 8 frames) and a discriminator with 1/4 of the
 widths (``disc_width_div=4``) so that every test compiles and runs in seconds.
 """
-import os
 import importlib.util
-import re
+import os
 import pathlib
+import re
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
-from jax.sharding import Mesh
 
 from gsv_jax.data.s2_pipeline import InMemoryS2Reader, S2BatchIterator, S2DataConfig, batch_spectrogram, collate
 from gsv_jax.train.s2_task import S2Task, training_config

@@ -5,14 +5,14 @@ import sys
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402
+import jax
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
-from gsv_jax.train.loop import LoopConfig, run  # noqa: E402
-from gsv_jax.train.mesh import make_mesh  # noqa: E402
-from gsv_jax.train.optim import scaled_adam, original_s1_schedule  # noqa: E402
-from tests.train.toy import ToyData, ToyTask  # noqa: E402
+from gsv_jax.train.loop import LoopConfig, run
+from gsv_jax.train.mesh import make_mesh
+from gsv_jax.train.optim import original_s1_schedule, scaled_adam
+from tests.train.toy import ToyData, ToyTask
 
 
 def main(workdir, steps, save_every=3):

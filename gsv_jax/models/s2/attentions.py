@@ -73,7 +73,7 @@ class MultiHeadAttention(nn.Module):
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k)
         if self.window_size is not None:
             w = self.window_size
-            rel_init = lambda key, s, dt=jnp.float32: dk ** -0.5 * jax.random.normal(key, s, dt)  # noqa: E731
+            rel_init = lambda key, s, dt=jnp.float32: dk ** -0.5 * jax.random.normal(key, s, dt)
             emb_k = self.param("emb_rel_k", _part(rel_init, (None, None, "kv")), (1, 2 * w + 1, dk))
             emb_v = self.param("emb_rel_v", _part(rel_init, (None, None, "kv")), (1, 2 * w + 1, dk))
             qe = jnp.einsum("bqhd,rd->bhqr", q, emb_k[0].astype(q.dtype))  # [B, H, Tq, 2w+1]

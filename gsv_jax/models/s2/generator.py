@@ -7,7 +7,7 @@ original gives on each row alone (its convs zero-pad at the row's end).
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax

@@ -11,9 +11,8 @@ Masks are float ``[B, T, 1]`` (1 = valid frame).
 from __future__ import annotations
 
 import functools
-
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax

@@ -86,7 +86,7 @@ class MelStyleEncoder(nn.Module):
     @nn.compact
     def __call__(self, x, mask, deterministic: bool = True):
         """``x [B, T, in_dim]``, ``mask [B, T, 1]`` -> ``ge [B, 1, out_dim]``."""
-        drop = lambda h: nn.Dropout(self.p_dropout)(h, deterministic=deterministic)  # noqa: E731
+        drop = lambda h: nn.Dropout(self.p_dropout)(h, deterministic=deterministic)
         x = drop(mish(_LinearNorm(self.in_dim, self.hidden, name="spectral_0")(x)))
         x = drop(mish(_LinearNorm(self.hidden, self.hidden, name="spectral_3")(x)))
         for i in range(2):

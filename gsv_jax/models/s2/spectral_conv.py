@@ -38,7 +38,7 @@ def spectral_block(channels: int, kernel_size: int) -> int:
     return 32 if channels >= 256 else 64
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _dft_matrices(n: int):
     """Forward ``[2F, n]`` (rows: cos and -sin of each bin in turn) and inverse ``[n, 2F]`` (columns:
     every cos, then every sin) real DFT matrices, F = n/2+1."""

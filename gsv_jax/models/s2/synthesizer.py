@@ -72,7 +72,7 @@ class S2ModelConfig:
         return h
 
     @classmethod
-    def from_mapping(cls, m, **overrides) -> "S2ModelConfig":
+    def from_mapping(cls, m, **overrides) -> S2ModelConfig:
         """From ``hps.model`` / a config dict / ``ml_collections`` (unknown fields ignored, lists -> tuples)."""
         if hasattr(m, "to_dict"):
             m = m.to_dict()

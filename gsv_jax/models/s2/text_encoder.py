@@ -60,7 +60,7 @@ class TextEncoder(nn.Module):
 
     def setup(self):
         self.ssl_proj = Conv1d(self.ssl_dim, self.hidden, 1)
-        enc = lambda n: Encoder(self.hidden, self.filter_channels, self.n_heads, n, self.kernel_size,  # noqa: E731
+        enc = lambda n: Encoder(self.hidden, self.filter_channels, self.n_heads, n, self.kernel_size,
                                 self.p_dropout)
         self.encoder_ssl = enc(self.n_layers // 2)
         self.encoder_text = enc(self.n_layers)
