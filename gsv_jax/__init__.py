@@ -26,7 +26,7 @@ _EXPORTS = {
     "TTS": "gsv_jax.inference.tts",
 }
 
-__all__ = sorted(_EXPORTS) + ["text"]
+__all__ = sorted(_EXPORTS) + ["text"]  # noqa: PLE0605 - the lazy-export table is the one list
 
 
 def __getattr__(name):

@@ -19,7 +19,7 @@ from gsv_jax.io.torch_io import HEAD_TO_VERSION, CheckpointError, HParams, load_
 # ModuleList / Sequential containers whose children are numbered in the torch names
 _INDEXED = ("attn_layers", "norm_layers_1", "norm_layers_2", "ffn_layers", "flows", "in_layers",
             "res_skip_layers", "ups", "resblocks", "convs1", "convs2", "spectral", "temporal", "layers")
-_INDEXED_RE = re.compile(r"^(%s)_(\d+)$" % "|".join(_INDEXED))
+_INDEXED_RE = re.compile(rf"^({'|'.join(_INDEXED)})_(\d+)$")
 
 # buffers of the quantizer that are not parameters (kept aside, written back on export)
 _BUFFER_SUFFIXES = ("_codebook.inited", "_codebook.cluster_size", "_codebook.embed_avg")

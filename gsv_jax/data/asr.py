@@ -135,7 +135,7 @@ def transcribe(inputs, out_list, transcriber: Callable[[str], tuple[str, str]], 
             continue
         try:
             text, found = transcriber(wav)
-        except Exception as e:  # a bad file must not stop a long labelling run
+        except Exception as e:  # noqa: BLE001 - a bad file must not stop a long labelling run
             failed[wav] = f"{type(e).__name__}: {e}"
             continue
         if not text:

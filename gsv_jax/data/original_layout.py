@@ -139,7 +139,7 @@ def import_original(exp_dir, out, *, version: str = "v2", num_shards: int = 1, l
                         "ssl": ssl, "wav32k": wav}
                 writers[shard_of(name, num_shards)].add(item)
                 count += 1
-            except Exception as e:  # report the item, keep going
+            except Exception as e:  # noqa: BLE001 - report the item, keep going
                 skipped[name] = f"{type(e).__name__}: {e}"
         for w in writers:
             w.close()

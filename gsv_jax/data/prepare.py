@@ -276,7 +276,7 @@ def text_item(entry: Entry, models: Models, version: str) -> dict[str, Any]:
         raise ItemError("empty transcript")
     try:
         phones, word2ph, norm_text = models.clean_text(text, entry.lang, version)
-    except Exception as e:  # the frontends raise many kinds of errors on odd text
+    except Exception as e:  # noqa: BLE001 - the frontends raise many kinds of errors on odd text
         raise ItemError(f"text frontend failed on {text!r}: {type(e).__name__}: {e}") from None
     if not phones:
         raise ItemError(f"text frontend produced no phones for {text!r}")
@@ -303,7 +303,7 @@ def decode_audio(entry: Entry) -> tuple[np.ndarray, np.ndarray, float]:
         raise ItemError(f"audio file {entry.wav} not found")
     try:
         x = audio.load_audio(entry.wav, audio.MODEL_SR)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001
         raise ItemError(f"cannot decode {entry.wav}: {type(e).__name__}: {e}") from None
     if x.size == 0:
         raise ItemError("audio file holds no samples")
@@ -415,13 +415,13 @@ def run_stage(stage: str, entries: Sequence[Entry], out, models_fn: Callable[[st
         if len(pending) > 1:
             try:
                 outs = models.hubert_batch([p[1] for p in pending])
-            except Exception:  # find the culprit item by item below
+            except Exception:  # noqa: BLE001 - find the culprit item by item below
                 outs = None
         for k, (e, hub_in, wav32k, seconds) in enumerate(pending):
             try:
                 ssl = outs[k] if outs is not None else models.hubert(hub_in)
                 add(audio_record(e.name, ssl, wav32k), seconds)
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001
                 fail(e.name, err)
         pending.clear()
 
@@ -445,7 +445,7 @@ def run_stage(stage: str, entries: Sequence[Entry], out, models_fn: Callable[[st
                 else:
                     ssl = upstream.read(e.name)["ssl"]
                     add(semantic_item(e.name, ssl, models), ssl.shape[1] / 50.0)
-            except Exception as err:  # one bad item never stops the run
+            except Exception as err:  # noqa: BLE001 - one bad item never stops the run
                 fail(e.name, err)
         if pending:
             run_hubert_batch()

@@ -210,7 +210,7 @@ def slice_files(inp, out_dir, cfg: SlicerConfig = SlicerConfig(), *, max_amp: fl
     for path in it:
         try:
             wav = audio.load_audio(path, SAMPLE_RATE)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001
             failed[str(path)] = f"{type(e).__name__}: {e}"
             continue
         for clip in slicer.slice(wav):

@@ -127,7 +127,7 @@ class CachedProgram:
                 blob, in_tree, out_tree = pickle.load(f)
             return serialize_executable.deserialize_and_load(blob, in_tree, out_tree,
                                                              execution_devices=jax.devices()[:1])
-        except Exception as e:  # corrupt, truncated or from another build: rebuild it
+        except Exception as e:  # noqa: BLE001 - corrupt, truncated or from another build: rebuild it
             log.warning("compiled program %s could not be loaded (%s: %s); compiling it again",
                         path.name, type(e).__name__, e)
             path.unlink(missing_ok=True)
@@ -139,7 +139,7 @@ class CachedProgram:
 
         try:
             data = pickle.dumps(serialize_executable.serialize(program))
-        except Exception as e:  # an executable the backend cannot serialise: keep it in memory only
+        except Exception as e:  # noqa: BLE001 - an executable the backend cannot serialise: keep it in memory only
             log.warning("compiled program %s cannot be saved (%s: %s)", path.name, type(e).__name__, e)
             return
         _write_atomic(path, data)
@@ -163,13 +163,13 @@ def cached_eval_shape(fun: Callable[[], Any], name: str, salt: str = "") -> Any:
     where = _FOLDER
     if where is None:
         return jax.eval_shape(fun)
-    key = hashlib.sha256("\n".join((name, salt, _environment())).encode()).hexdigest()[:40]
+    key = hashlib.sha256(f"{name}\n{salt}\n{_environment()}".encode()).hexdigest()[:40]
     path = where / f"{name}-{key}.shapes"
     if path.exists():
         try:
             with open(path, "rb") as f:
                 return pickle.load(f)
-        except Exception:  # corrupt: rebuild
+        except Exception:  # noqa: BLE001 - corrupt: rebuild
             path.unlink(missing_ok=True)
     out = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), jax.eval_shape(fun))
     _write_atomic(path, pickle.dumps(out))

@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import pathlib
 import re
-from typing import Union
 
 import numpy as np
 
 from gsv_jax.io.torch_io import load_torch_file
 
-PathLike = Union[str, pathlib.Path]
+PathLike = str | pathlib.Path
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 

@@ -20,7 +20,7 @@ import pathlib
 import pickle
 import tempfile
 import zipfile
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -264,7 +264,7 @@ def load_torch_file(path: str | os.PathLike, *, return_head: bool = False):
 class _Global:
     """Pickles as a bare ``GLOBAL module name`` reference (no import needed on our side)."""
 
-    _cache: dict = {}
+    _cache: ClassVar[dict] = {}
 
     def __new__(cls, module: str, name: str):
         key = (module, name)
@@ -289,7 +289,7 @@ class _TensorRef:
 
 
 class _TorchPickler(pickle._Pickler):  # the pure-Python pickler lets us emit raw GLOBALs
-    dispatch = dict(pickle._Pickler.dispatch)
+    dispatch: ClassVar[dict] = dict(pickle._Pickler.dispatch)
 
     def persistent_id(self, obj):
         if isinstance(obj, _StorageRef):

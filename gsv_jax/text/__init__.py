@@ -18,7 +18,7 @@ _EXPORTS = {
     "split_languages": "langseg",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605 - the lazy-export table is the one list
 
 
 def __getattr__(name):

@@ -23,7 +23,7 @@ def g2p_en_dir() -> pathlib.Path:
     spec = importlib.util.find_spec("g2p_en")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("the English frontend needs the g2p_en wheel for its data files: pip install g2p_en==2.1.0")
-    return pathlib.Path(list(spec.submodule_search_locations)[0])
+    return pathlib.Path(next(iter(spec.submodule_search_locations)))
 
 
 @functools.cache

@@ -6,6 +6,7 @@ marks, re-splitting over-long pieces) follow spec ``pipeline.md`` §5.3-§5.4.
 """
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
 
@@ -54,7 +55,7 @@ def cut1(text: str) -> str:
     else:
         # Groups of four; the last group takes the remainder, so it holds four to seven pieces.
         bounds = starts[:-1] + [len(pieces)]
-        groups = ["".join(pieces[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        groups = ["".join(pieces[a:b]) for a, b in itertools.pairwise(bounds)]
     return "\n".join(_drop_fillers(groups))
 
 

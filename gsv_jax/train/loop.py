@@ -56,7 +56,7 @@ class RunResult:
 class _Logger:
     def __init__(self, workdir: str, tensorboard: bool, is_main: bool):
         self.is_main = is_main
-        self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a") if is_main else None
+        self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a") if is_main else None  # noqa: SIM115 - held open
         self.tb = None
         if tensorboard and is_main:
             from tensorboardX import SummaryWriter

@@ -293,8 +293,8 @@ class S2Task:
         try:
             obj = load_torch_file(g_path)
             it = int(obj.get("iteration") or 0) if isinstance(obj, dict) else 0
-        except Exception:  # noqa: BLE001 - info only
-            pass
+        except Exception:  # noqa: BLE001 - info only: an unreadable counter counts as 0
+            it = 0
         params = jax.tree.map(lambda x: np.asarray(x, np.float32), {"g": g, "d": d})
         return params, {"iteration": it, "buffers": s2.buffers, "hparams": s2.hparams}
 

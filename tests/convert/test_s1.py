@@ -30,7 +30,7 @@ def test_round_trip_and_version_detection(version, tmp_path):
     qkv = params["layers_1"]["attn"]["qkv_kernel"]  # [D, 3, H, hd]
     np.testing.assert_allclose(w[32 + 8:32 + 16, 5], qkv[5, 1, 1, :], atol=1e-3)  # K, head 1, input 5
     assert raw["weight"]["model.bert_proj.weight"].shape == (32, 1024)
-    config, got_dims, back, info = conv.read_s1_checkpoint(path)
+    _cfg, got_dims, back, _info = conv.read_s1_checkpoint(path)
     assert got_dims == dims and conv.version_of(got_dims) == version
     fp16 = conv.params_to_state_dict(params, dims)
     again = conv.params_to_state_dict(back, dims)

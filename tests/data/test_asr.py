@@ -3,6 +3,7 @@ import importlib.machinery
 import subprocess
 import sys
 import types
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ class _Seg:
 
 
 class FakeWhisper:
-    calls = []
+    calls: ClassVar[list] = []
 
     def __init__(self, model, device, compute_type):
         self.model = model

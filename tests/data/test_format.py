@@ -137,10 +137,9 @@ def test_unfinished_shards_are_invisible_and_reported(tmp_path):
     with pytest.raises(DatasetFormatError, match=r"shard\(s\) \[1\] of 2 are not finished"):
         open_dataset(tmp_path)
     assert list(open_dataset(tmp_path, allow_partial=True).names) == ["a"]
-    with pytest.raises(RuntimeError):  # an exception inside `with` aborts the shard
-        with DatasetWriter(tmp_path, 1, 2) as w2:
-            w2.add(_item(rng, "c"))
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), DatasetWriter(tmp_path, 1, 2) as w2:  # an exception inside `with` aborts it
+        w2.add(_item(rng, "c"))
+        raise RuntimeError("boom")
     assert not list(tmp_path.glob("data-00001-*.array_record"))
     w1.abort()
     (tmp_path / "empty").mkdir()

@@ -86,7 +86,7 @@ def test_reads_our_dataset_format(tmp_path):
     reader = fmt.open_dataset(tmp_path / "ds")
     it = S1BatchIterator(reader, S1DataConfig(batch_size=4, seed=0, num_threads=2))
     b = next(it)
-    names = set(i["name"] for i in items)
+    names = {i["name"] for i in items}
     assert b["x"].shape[0] == 4 and len(names) == 12
     np.testing.assert_array_equal(reader.lengths("semantic"), [len(i["semantic"]) for i in items])
 

@@ -91,7 +91,7 @@ def test_stages_one_by_one_and_two_shards(tmp_path):
 
 
 def test_bad_inputs_are_reported_and_skipped(tmp_path):
-    names, entries = _demo_names()
+    names, _entries = _demo_names()
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt garbage" + os.urandom(64))
@@ -231,7 +231,7 @@ def test_s1_and_s2_training_pipelines_read_the_result(tmp_path):
     b = next(s1)
     assert b["x"].shape[0] == 4 and b["bert"].shape[:2] == (4, 1024) and b["y"].shape[0] == 4
     lens = {int(n) for n in b["x_lens"]}
-    assert lens <= set(int(v) for v in ds.lengths("phone_ids"))
+    assert lens <= {int(v) for v in ds.lengths("phone_ids")}
     s2 = S2BatchIterator(ds, S2DataConfig(batch_size=2, num_threads=1))
     b2 = next(s2)
     assert b2["ssl"].shape[0] == 2 and b2["ssl"].shape[2] == 768 and b2["wav"].shape[0] == 2

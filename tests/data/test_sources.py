@@ -12,5 +12,5 @@ def test_exp_dir_uses_the_original_reader_and_missing_source_is_explained(tmp_pa
     assert reader == "original-reader" and seen == [str(tmp_path)]
     with pytest.raises(ValueError, match="exp_dir"):
         open_training_reader(ml_collections.ConfigDict({"dataset": "", "exp_dir": ""}), lambda f: None)
-    with pytest.raises(Exception):
+    with pytest.raises(FileNotFoundError, match="data/prepare.py"):
         open_training_reader(ml_collections.ConfigDict({"dataset": str(tmp_path / "none")}), lambda f: None)

@@ -117,7 +117,7 @@ def test_batch_rows_equal_solo_runs_and_no_recompilation(tiny):
 
 
 def test_max_new_tokens_early_stop_and_reference_free(tiny):
-    params, x, bert, prompt, dec = tiny
+    params, x, bert, _prompt, dec = tiny
     res = dec.generate(params, x[:1], [30], bert[:1], None, [0], top_k=5, max_new_tokens=13, seeds=0)
     assert len(res.tokens[0]) == 13 and not res.eos_stop[0]
     assert (res.tokens[0] < EOS).all()

@@ -125,7 +125,7 @@ def test_folder_formats_give_the_state_dict(tmp_path, arch, safe):
 
 
 def test_phone_features_hand_worked_expansion(tiny_mlm, tiny_bert):
-    model, folder = tiny_mlm
+    model, _folder = tiny_mlm
     bert = tiny_bert
     h = torch_hidden(model, [bert.tokenize("你好。")])[-3][0]  # rows: [CLS] 你 好 。 [SEP]
     got = bert.phone_features("你好。", [2, 2, 1])

@@ -46,7 +46,7 @@ def test_forward_dpo_matches_golden(tiny):
     fn = jax.jit(lambda p, *a: m.S1Model(dims).apply({"params": p}, *a, method=m.S1Model.forward_dpo))
     out = fn(params, g["train_x"], g["train_x_lens"], g["train_y"], g["train_y_lens"], g["train_bert"],
              g["fwd_dpo_reject_y"], g["fwd_dpo_reject_y_lens"])
-    logits, targets, r_logits, r_targets = out
+    logits, targets, r_logits, _r_targets = out
     assert _rel(logits, g["fwd_dpo_logits"]) < 1e-5
     assert _rel(r_logits, g["fwd_dpo_reject_logits"]) < 1e-5
     loss = m.cross_entropy_sum(logits, targets) + m.dpo_loss(*out)

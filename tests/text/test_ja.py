@@ -44,7 +44,7 @@ def test_phones_in_table_after_unk_mapping():
 
 
 def test_prosody_marks_and_punctuation():
-    norm, phones = _run("こんにちは。")
+    _norm, phones = _run("こんにちは。")
     assert phones == ["k", "o", "[", "N", "n", "i", "ch", "i", "w", "a", "."]
     _, q = _run("本当ですか？")
     assert q[-1] == "?" and "]" in q

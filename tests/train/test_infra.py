@@ -3,6 +3,7 @@ restore onto another mesh, kill -9 + resume, loss falls on a tiny synthetic S1 d
 import dataclasses
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -204,7 +205,7 @@ def test_kill9_then_resume_matches_uninterrupted(tmp_path):
     metrics = os.path.join(work, "metrics.jsonl")
     deadline = time.time() + 900
     while time.time() < deadline:
-        if os.path.exists(metrics) and len(open(metrics).read().splitlines()) >= 8:
+        if os.path.exists(metrics) and len(pathlib.Path(metrics).read_text().splitlines()) >= 8:
             break
         if proc.poll() is not None:
             pytest.fail("training subprocess ended before it was killed")

@@ -53,7 +53,7 @@ def run(request):
     opt = task.tx.init(params)
     batch = golden_batch_from_torch_layout(g)
     step = jax.jit(lambda p, o, b, n, u: task.gan_update(p, o, b, None, enc_q_noise=n, rand_slice_u=u, full_aux=True))
-    new_params, new_opt, m = step(params, opt, batch, T(g["enc_q_noise"]), g["rand_slice_u"])
+    new_params, _new_opt, m = step(params, opt, batch, T(g["enc_q_noise"]), g["rand_slice_u"])
     m = jax.device_get(m)
     return dict(g=g, task=task, params=params, info=info, new=jax.device_get(new_params), m=m, batch=batch)
 

@@ -151,7 +151,7 @@ def _grouped_conv_fwd(x, w, stride, padding, groups):
 
 def _grouped_conv_bwd(stride, padding, groups, res, dy):
     x, w = res
-    B, T, C = x.shape
+    B, T, _C = x.shape
     k, cg, O = w.shape
     dx = conv_transpose_polyphase(dy, jnp.transpose(w, (2, 1, 0)), stride, padding, groups=groups, out_len=T)
     M = -(-k // stride)
@@ -235,7 +235,7 @@ def conv_transpose_polyphase(x, w, u: int, p: int, *, groups: int = 1, out_len: 
     One stride-1 convolution with ``u * out`` output channels (per group, one block per output
     phase ``r = o mod u``) followed by interleaving the phases.
     """
-    B, L, cin = x.shape
+    B, L, _cin = x.shape
     _, cout_g, k = w.shape
     if out_len is None:
         out_len = (L - 1) * u - 2 * p + k
