@@ -37,6 +37,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gsv_jax import families
+
 # Constants of the original.
 SPEC_EPS = 1e-8  # inside the sqrt of the magnitude
 MEL_CLIP = 1e-5  # clamp before the log
@@ -45,8 +47,8 @@ PREP_MAXX = 0.95
 PREP_ALPHA = 0.5
 HUBERT_SCALE = 1145.14
 WAV_SCALE = 32768.0
-HUBERT_SR = 16000
-MODEL_SR = 32000
+HUBERT_SR = families.SSL_SAMPLE_RATE
+MODEL_SR = families.SOVITS_SAMPLE_RATE  # S2's data rate (references, training clips)
 
 
 # --------------------------------------------------------------------------------------------
@@ -126,7 +128,7 @@ def spec_to_mel(
     spec,
     n_fft: int = 2048,
     num_mels: int = 128,
-    sampling_rate: int = 32000,
+    sampling_rate: int = MODEL_SR,
     fmin: float = 0.0,
     fmax: float | None = None,
 ) -> jax.Array:
@@ -144,7 +146,7 @@ def mel_spectrogram(
     wav,
     n_fft: int = 2048,
     num_mels: int = 128,
-    sampling_rate: int = 32000,
+    sampling_rate: int = MODEL_SR,
     hop: int = 640,
     win: int = 2048,
     fmin: float = 0.0,

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from gsv_jax import families
 from gsv_jax.io.torch_io import CheckpointError, HParams, load_torch_file, save_torch_file
 from gsv_jax.models.s1 import BERT_DIM, S1Dims
 
 PREFIX = "model."
-PHONEME_VOCAB_TO_VERSION = {512: "v1", 732: "v2"}
 
 # top-level (non-layer) keys: torch name -> (flax path, kind)
 _TOP = {  # in the original's state-dict order (layers go before the predict layer)
@@ -188,7 +188,10 @@ def dims_from_checkpoint(config: dict | None, state: dict, where: str = "checkpo
 
 def version_of(dims: S1Dims) -> str:
     """'v1' (512 phonemes) or 'v2' (732: v2, v3, v4, v2Pro, v2ProPlus all use this S1 layout)."""
-    return PHONEME_VOCAB_TO_VERSION.get(dims.phoneme_vocab_size, f"custom({dims.phoneme_vocab_size} phonemes)")
+    try:
+        return families.detect_s1(dims.phoneme_vocab_size)
+    except ValueError:
+        return f"custom({dims.phoneme_vocab_size} phonemes)"
 
 
 def read_s1_checkpoint(path: str | os.PathLike, dtype=np.float32):

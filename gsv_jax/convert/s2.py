@@ -8,13 +8,14 @@ map one to one: ``enc_p.encoder_ssl.attn_layers.0.conv_q.weight`` <-> ``enc_p/en
 """
 from __future__ import annotations
 
-import hashlib
 import pathlib
 import re
 
 import numpy as np
 
-from gsv_jax.io.torch_io import HEAD_TO_VERSION, CheckpointError, HParams, load_torch_file, save_torch_file
+from gsv_jax import families
+from gsv_jax.io.torch_io import CheckpointError, HParams, load_torch_file, save_torch_file
+from gsv_jax.io.trees import flatten, unflatten
 
 # ModuleList / Sequential containers whose children are numbered in the torch names
 _INDEXED = ("attn_layers", "norm_layers_1", "norm_layers_2", "ffn_layers", "flows", "in_layers",
@@ -23,18 +24,6 @@ _INDEXED_RE = re.compile(rf"^({'|'.join(_INDEXED)})_(\d+)$")
 
 # buffers of the quantizer that are not parameters (kept aside, written back on export)
 _BUFFER_SUFFIXES = ("_codebook.inited", "_codebook.cluster_size", "_codebook.embed_avg")
-
-# md5 of the first 8192 bytes of known pretrained files -> model version (spec §1.1)
-_KNOWN_HASHES = {
-    "dc3c97e17592963677a4a1681f30c653": "v2",
-    "6642b37f3dbb1f76882b69937c95a5f3": "v2",
-    "43797be674a37c1c83ee81081941ed0f": "v3",
-    "4f26b9476d0c5033e04162c486074374": "v4",
-    "c7e9fce2223f3db685cdfa1e6368728a": "v2Pro",
-    "66b313e39455b57ab1b0bc0b239c9d0a": "v2ProPlus",
-}
-SUPPORTED_VERSIONS = ("v1", "v2")
-
 
 class UnsupportedVersionError(CheckpointError):
     """A SoVITS file of a version this port cannot run yet (v2Pro, v2ProPlus, v3, v4)."""
@@ -57,26 +46,6 @@ def path_to_torch_key(path: tuple) -> str:
         m = _INDEXED_RE.match(p)
         out.append(f"{m.group(1)}.{m.group(2)}" if m else p)
     return ".".join(out)
-
-
-def _flatten(tree, prefix=()):
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, prefix + (k,)))
-        else:
-            out[prefix + (k,)] = v
-    return out
-
-
-def _unflatten(flat):
-    tree: dict = {}
-    for path, v in flat.items():
-        d = tree
-        for p in path[:-1]:
-            d = d.setdefault(p, {})
-        d[path[-1]] = v
-    return tree
 
 
 def _norm_except0(v):
@@ -102,7 +71,7 @@ def fold_weight_norm(params):
     return walk(params)
 
 
-def _canonical_wn_keys(sd: dict) -> dict:
+def canonical_weight_norm_keys(sd: dict) -> dict:
     """``parametrizations.weight.original0/1`` -> ``weight_g/weight_v``."""
     out = {}
     for k, v in sd.items():
@@ -136,7 +105,7 @@ def read_s2_file(path):
     else:
         raise CheckpointError(f"{path}: no 'weight' or 'model' state dict inside (keys: {sorted(obj)[:8]})")
     meta["kind"] = kind
-    sd = _canonical_wn_keys(dict(sd))
+    sd = canonical_weight_norm_keys(dict(sd))
     _refuse_non_sovits(path, sd, obj)
     hps = obj.get("config")
     meta["detected_version"] = detect_version(path, sd, head, hps)
@@ -159,32 +128,20 @@ def _refuse_non_sovits(path, sd, obj):
 
 
 def detect_version(path, sd: dict, head: bytes, hps=None) -> str:
-    """The model version as the original loaders derive it (spec §1.1), refined by the state dict."""
-    with open(path, "rb") as f:
-        digest = hashlib.md5(f.read(8192)).hexdigest()
-    if digest in _KNOWN_HASHES:
-        model_version = _KNOWN_HASHES[digest]
-    elif head != b"PK" and head in HEAD_TO_VERSION:
-        model_version = HEAD_TO_VERSION[head].replace("-lora", "")
-    else:
-        model_version = None
-    # shape-based refinement (robust for files re-saved by other tools)
-    if any(k.startswith("cfm.") for k in sd):
-        model_version = model_version if model_version in ("v3", "v4") else "v3/v4"
-    elif "sv_emb.weight" in sd:
-        pre = sd.get("dec.conv_pre.weight")
-        model_version = "v2ProPlus" if pre is not None and pre.shape[0] == 768 else "v2Pro"
-    if model_version in ("v3", "v4", "v3/v4", "v2Pro", "v2ProPlus"):
-        return model_version
-    emb = sd.get("enc_p.text_embedding.weight")
-    return "v1" if emb is not None and emb.shape[0] == 322 else "v2"
+    """The model version as the original's loaders derive it (``docs/families.md``): hash, head, state dict."""
+    _, digest = families.head_digest(path)
+    stored = getattr(getattr(hps, "model", None), "version", None)
+    version, _lora = families.detect_s2({k: tuple(np.shape(v)) for k, v in sd.items()}, head, digest, stored)
+    return version
 
 
-def _refuse_version(path, version):
-    if version not in SUPPORTED_VERSIONS:
+def refuse_unsupported(path, version):
+    """Raise :class:`UnsupportedVersionError` for a family this port cannot run yet."""
+    if not families.family(version).supported:
+        runs = ", ".join(f.name for f in families.FAMILIES.values() if f.supported)
         raise UnsupportedVersionError(
-            f"{path}: SoVITS {version} models are not supported yet (this port runs v1 and v2); "
-            "use a v1/v2 SoVITS model, or the original GPT-SoVITS for this one")
+            f"{path}: SoVITS {version} models are not supported yet (this port runs {runs}); "
+            "use one of those, or the original GPT-SoVITS for this one")
 
 
 def config_from_state_dict(sd: dict, version: str) -> dict:
@@ -238,7 +195,7 @@ def state_dict_to_params(sd: dict, template: dict, *, weight_norm: bool = True, 
     ``enc_q.*`` in the template but not in the file is dropped (exported files have no enc_q) unless
     ``strict_enc_q``. Missing or unexpected keys, and shape mismatches, raise with a list.
     """
-    flat_t = _flatten(template)
+    flat_t = flatten(template)
     has_enc_q = any(k.startswith("enc_q.") for k in sd)
     buffers = {k: v for k, v in sd.items() if k.endswith(_BUFFER_SUFFIXES)}
     used = set(buffers)
@@ -289,7 +246,7 @@ def state_dict_to_params(sd: dict, template: dict, *, weight_norm: bool = True, 
         if bad_shape:
             parts.append(f"{len(bad_shape)} with other shapes (e.g. {bad_shape[:3]})")
         raise CheckpointError(f"{where}: weights do not fit the S2 architecture: " + "; ".join(parts))
-    return _unflatten(out), buffers
+    return unflatten(out), buffers
 
 
 def _is_wn_layer(sd, layer):
@@ -299,7 +256,7 @@ def _is_wn_layer(sd, layer):
 def params_to_state_dict(params: dict, wn_layers: set[str], *, dtype=np.float16, drop_enc_q: bool = True,
                          buffers: dict | None = None, key_order: list | None = None) -> dict:
     """Our tree -> an original state dict (``weight_g/weight_v`` for every layer in ``wn_layers``)."""
-    flat = _flatten(params)
+    flat = flatten(params)
     sd = {}
     for path, val in flat.items():
         if drop_enc_q and path[0] == "enc_q":
@@ -333,7 +290,7 @@ def default_buffers(embed: np.ndarray) -> dict:
 
 def make_hparams(model_cfg: dict, version: str, name: str = "gsv_jax") -> HParams:
     """An ``HParams`` config like the original's ``s2.json`` + the web UI's fields."""
-    data = {"max_wav_value": 32768.0, "sampling_rate": 32000, "filter_length": 2048, "hop_length": 640,
+    data = {"max_wav_value": 32768.0, "sampling_rate": families.family(version).ref_sample_rate, "filter_length": 2048, "hop_length": 640,
             "win_length": 2048, "n_mel_channels": 128, "mel_fmin": 0.0, "mel_fmax": None, "add_blank": True,
             "n_speakers": 300, "cleaned_text": True}
     train = {"log_interval": 100, "eval_interval": 500, "seed": 1234, "epochs": 100, "learning_rate": 0.0001,
@@ -361,7 +318,7 @@ def read_discriminator_state(path) -> dict:
         sd = obj["weight"]
     else:
         sd = obj
-    sd = _canonical_wn_keys(dict(sd))
+    sd = canonical_weight_norm_keys(dict(sd))
     if not any(k.startswith("discriminators.") for k in sd):
         raise CheckpointError(f"{path}: not a SoVITS discriminator (no discriminators.* weights)")
     return sd

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from gsv_jax import families
 from gsv_jax.data import format as dsformat
 from gsv_jax.data.prepare import shard_of
 
@@ -98,7 +99,7 @@ def import_original(exp_dir, out, *, version: str = "v2", num_shards: int = 1, l
     semantic = _read_semantic(exp / "6-name2semantic.tsv")
     langs = _list_langs(list_path) if list_path else {}
     skipped: dict[str, str] = {}
-    writers = [dsformat.DatasetWriter(out, s, num_shards, meta={"symbol_version": version, "sample_rate": 32000,
+    writers = [dsformat.DatasetWriter(out, s, num_shards, meta={"symbol_version": version, "sample_rate": families.SOVITS_SAMPLE_RATE,
                                                                  "ssl_rate": 50, "semantic_rate": 25,
                                                                  "imported_from": str(exp)})
                for s in range(num_shards)]
@@ -132,7 +133,7 @@ def import_original(exp_dir, out, *, version: str = "v2", num_shards: int = 1, l
                 ssl = np.asarray(load_torch_file(ssl_path))
                 ssl = ssl.reshape(ssl.shape[-2], ssl.shape[-1]).astype(np.float16)
                 wav, sr = sf.read(str(wav_path), dtype="int16")
-                if sr != 32000 or wav.ndim != 1:
+                if sr != families.SOVITS_SAMPLE_RATE or wav.ndim != 1:
                     raise ValueError(f"5-wav32k/{name} is {sr} Hz with shape {wav.shape}; expected 32 kHz mono")
                 item = {"name": name, "lang": lang, "norm_text": norm, "phones": " ".join(phones),
                         "phone_ids": ids, "word2ph": word2ph, "bert": bert, "semantic": semantic[name],
@@ -188,7 +189,7 @@ def export_original(dataset, exp_dir, *, half: bool = False, progress: bool = Tr
         if item["lang"] == "zh":
             save_torch_file(item["bert"].astype(dtype), exp / "3-bert" / f"{name}.pt")
         save_torch_file(item["ssl"].astype(dtype)[None], exp / "4-cnhubert" / f"{name}.pt")
-        sf.write(str(exp / "5-wav32k" / name), item["wav32k"], 32000, subtype="PCM_16", format="WAV")
+        sf.write(str(exp / "5-wav32k" / name), item["wav32k"], families.SOVITS_SAMPLE_RATE, subtype="PCM_16", format="WAV")
     (exp / "2-name2text.txt").write_text("\n".join(text_lines) + "\n", encoding="utf-8")
     (exp / "6-name2semantic.tsv").write_text("\n".join(sem_lines) + "\n", encoding="utf-8")
     return len(reader)

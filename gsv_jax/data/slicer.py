@@ -17,7 +17,9 @@ import dataclasses
 
 import numpy as np
 
-SAMPLE_RATE = 32000
+from gsv_jax import families
+
+SAMPLE_RATE = families.SOVITS_SAMPLE_RATE  # clips are written at S2's data rate
 
 
 def frame_rms(y: np.ndarray, win: int, hop: int, block: int = 1 << 16) -> np.ndarray:

@@ -15,14 +15,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gsv_jax import families
 from gsv_jax.convert import s2 as conv
 from gsv_jax.inference import programs
 from gsv_jax.io.torch_io import CheckpointError, HParams
+from gsv_jax.io.trees import flatten, unflatten
 from gsv_jax.models.s2.generator import prepare_generator
 from gsv_jax.models.s2.modules import sequence_mask
 from gsv_jax.models.s2.synthesizer import S2ModelConfig, SynthesizerTrn, init_params
 
-SAMPLE_RATE = 32000
+SAMPLE_RATE = families.SOVITS_SAMPLE_RATE  # the VITS families' output rate
 SPEC_BINS = 1025
 OWN_CONFIG = "s2_config.json"
 OWN_PARAMS = "s2_params.npz"
@@ -45,7 +47,7 @@ def _template(cfg: S2ModelConfig, with_enc_q: bool):
 
 
 def _wn_layers(cfg: S2ModelConfig) -> set:
-    flat = conv._flatten(_template(cfg, True))
+    flat = flatten(_template(cfg, True))
     return {conv.path_to_torch_key(p[:-1]) for p in flat if p[-1] == "weight_g"}
 
 
@@ -76,7 +78,11 @@ class S2:
 
     @property
     def sampling_rate(self) -> int:
-        return SAMPLE_RATE
+        return families.family(self.version).sample_rate
+
+    @property
+    def family(self) -> families.Family:
+        return families.family(self.version)
 
     @property
     def infer_params(self):
@@ -274,7 +280,7 @@ class S2:
         """Our own checkpoint: a folder with ``s2_config.json`` and ``s2_params.npz`` (training form)."""
         path = pathlib.Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        flat = {conv.path_to_torch_key(p): np.asarray(v) for p, v in conv._flatten(self.params).items()}
+        flat = {conv.path_to_torch_key(p): np.asarray(v) for p, v in flatten(self.params).items()}
         flat.update({k: np.asarray(v) for k, v in self.buffers.items()})
         np.savez(path / OWN_PARAMS, **flat)
         (path / OWN_CONFIG).write_text(json.dumps({"model": self.config.to_dict(), "info": self.info}, indent=1))
@@ -363,7 +369,7 @@ def load_s2(path, *, config: dict | None = None) -> S2:
         raise FileNotFoundError(f"SoVITS model not found: {path}")
     sd, hps, meta = conv.read_s2_file(path)
     version = meta["detected_version"]
-    conv._refuse_version(path, version)
+    conv.refuse_unsupported(path, version)
     if config is not None:
         model_cfg = dict(config)
     elif hps is not None and "model" in hps:
@@ -408,7 +414,7 @@ def new_s2(config: S2ModelConfig, seed: int = 0, *, with_enc_q: bool = True, fas
         return S2(config, jax.tree_util.tree_map(np.asarray, params))
     rng = np.random.default_rng(seed)
     flat = {}
-    for path, leaf in conv._flatten(_template(config, with_enc_q)).items():
+    for path, leaf in flatten(_template(config, with_enc_q)).items():
         shape, name = tuple(leaf.shape), path[-1]
         if name in ("bias", "beta"):
             v = np.zeros(shape, np.float32)
@@ -418,4 +424,4 @@ def new_s2(config: S2ModelConfig, seed: int = 0, *, with_enc_q: bool = True, fas
             fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
             v = (rng.standard_normal(shape) / np.sqrt(max(fan_in, 1))).astype(np.float32)
         flat[path] = v
-    return S2(config, conv._unflatten(flat))
+    return S2(config, unflatten(flat))

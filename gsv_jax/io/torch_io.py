@@ -24,6 +24,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from gsv_jax import families
+
 try:  # bfloat16 storages; ml_dtypes ships with jax
     import ml_dtypes
 
@@ -31,16 +33,8 @@ try:  # bfloat16 storages; ml_dtypes ships with jax
 except ImportError:  # pragma: no cover
     _BF16 = None
 
-# Version heads written in place of b"PK" by the original exporter (process_ckpt.py).
-HEAD_TO_VERSION = {
-    b"00": "v1",
-    b"01": "v2",
-    b"02": "v3",
-    b"03": "v3-lora",
-    b"04": "v4-lora",
-    b"05": "v2Pro",
-    b"06": "v2ProPlus",
-}
+# Version heads written in place of b"PK" by the original exporter: b"00".."06" (the family registry).
+HEAD_TO_VERSION = {head: version + ("-lora" if lora else "") for head, (version, lora) in families.HEADS.items()}
 
 _STORAGE_DTYPES = {
     "HalfStorage": np.dtype(np.float16),

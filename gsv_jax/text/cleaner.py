@@ -5,14 +5,16 @@ dependencies installed (and the other way round).
 """
 import importlib
 
+from gsv_jax import families
+
 from .symbols import get_symbols, symbol_version
 
-KNOWN_VERSIONS = ("v1", "v2", "v3", "v4", "v2Pro", "v2ProPlus")
+KNOWN_VERSIONS = families.VERSIONS
 
-# language -> module, per symbol version (v1 knows only zh, ja, en)
+# language -> its module; which languages a version has comes from its family record
+_MODULE_OF = {"zh": "chinese", "ja": "japanese", "en": "english", "ko": "korean", "yue": "cantonese"}
 LANGUAGE_MODULES = {
-    "v1": {"zh": "chinese", "ja": "japanese", "en": "english"},
-    "v2": {"zh": "chinese", "ja": "japanese", "en": "english", "ko": "korean", "yue": "cantonese"},
+    table: {lang: _MODULE_OF[lang] for lang in families.family(table).languages} for table in ("v1", "v2")
 }
 
 # special silence marks, Mandarin only; checked in this order (the original's "%" -> "SP" is disabled)

@@ -9,6 +9,8 @@ import json
 import os
 from collections.abc import Sequence
 
+from gsv_jax import families
+
 _DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
 PAD = "_"
@@ -17,8 +19,8 @@ PU_SYMBOLS = PUNCTUATION + ["SP", "SP2", "SP3", "UNK"]
 
 
 def symbol_version(version: str | None) -> str:
-    """Model version -> text-table version: "v1" for v1, "v2" for everything else (None -> "v2")."""
-    return "v1" if version == "v1" else "v2"
+    """Model version -> its phoneme table, "v1" or "v2" (None -> "v2"); see :mod:`gsv_jax.families`."""
+    return families.symbol_version(version)
 
 
 @functools.cache

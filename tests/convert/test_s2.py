@@ -9,6 +9,7 @@ import pytest
 import gsv_jax
 from gsv_jax.convert import s2 as conv
 from gsv_jax.io.torch_io import CheckpointError, HParams, load_torch_file, save_torch_file
+from gsv_jax.io.trees import flatten
 from tests.conftest import golden_path
 
 
@@ -43,7 +44,7 @@ def test_export_round_trip_is_bit_exact(s2, golden_file, tmp_path):
         assert np.array_equal(mine["weight"][k], v), k
     assert isinstance(mine["config"], HParams) and mine["config"] == golden_file["config"]
     again = gsv_jax.load_s2(out)
-    a, b = conv._flatten(s2.params), conv._flatten(again.params)
+    a, b = flatten(s2.params), flatten(again.params)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
@@ -75,7 +76,7 @@ def test_export_loads_in_torch(s2, tmp_path):
 
 
 def _folded(s2):
-    return conv._flatten(s2.infer_params)
+    return flatten(s2.infer_params)
 
 
 @pytest.mark.parametrize("style", ["parametrizations", "plain"])

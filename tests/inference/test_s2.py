@@ -6,6 +6,7 @@ import pytest
 
 import gsv_jax
 from gsv_jax.io.torch_io import CheckpointError
+from gsv_jax.io.trees import flatten
 from tests.conftest import golden_path
 
 SOLO_ABS = 1e-4  # batched vs solo waveform, absolute
@@ -109,9 +110,8 @@ def test_own_checkpoint_round_trip(s2, tmp_path):
     s2.save(tmp_path / "ckpt")
     again = gsv_jax.load_s2(tmp_path / "ckpt")
     assert again.config == s2.config
-    from gsv_jax.convert.s2 import _flatten
 
-    a, b = _flatten(s2.params), _flatten(again.params)
+    a, b = flatten(s2.params), flatten(again.params)
     assert a.keys() == b.keys()
     assert all(np.array_equal(a[k], b[k]) for k in a)
 

@@ -14,12 +14,13 @@ import jax
 import numpy as np
 import pytest
 
-from gsv_jax.convert.s2 import _flatten, path_to_torch_key
-from gsv_jax.models.s2.discriminator import (
-    _torch_key,
+from gsv_jax.convert.s2 import path_to_torch_key
+from gsv_jax.convert.s2_discriminator import (
     discriminator_params_to_state_dict,
     discriminator_state_dict_to_params,
+    torch_key,
 )
+from gsv_jax.io.trees import flatten
 from gsv_jax.models.s2.synthesizer import S2ModelConfig
 from gsv_jax.train.s2_task import S2Task, golden_batch_from_torch_layout
 
@@ -63,7 +64,7 @@ def test_start_state(run):
     # frozen pieces and groups as the original builds them
     from gsv_jax.train.s2_task import param_labels
 
-    labels = _flatten(param_labels(run["params"]))
+    labels = flatten(param_labels(run["params"]))
     counts = {}
     for path, lab in labels.items():
         if path[0] == "g" and path[1] == "enc_p" and lab == "g_low":
@@ -111,8 +112,8 @@ def test_gradients(run):
     g, m = run["g"], run["m"]
     assert rel(m["grad_norm_g"], g["grad_norm_g"]) < 1e-4
     assert rel(m["grad_norm_d"], g["grad_norm_d"]) < 1e-4
-    gg = {path_to_torch_key(k): v for k, v in _flatten(m["grads_g"]).items()}
-    gd = {_torch_key(k): v for k, v in _flatten(m["grads_d"]).items()}
+    gg = {path_to_torch_key(k): v for k, v in flatten(m["grads_g"]).items()}
+    gd = {torch_key(k): v for k, v in flatten(m["grads_d"]).items()}
     n = 0
     for k in g.files:
         if k.startswith("g_grad/"):
@@ -145,10 +146,10 @@ def test_gradients(run):
 
 def test_parameters_after_update(run):
     g, new, m = run["g"], run["new"], run["m"]
-    pg = {path_to_torch_key(k): v for k, v in _flatten(new["g"]).items()}
-    pd = {_torch_key(k): v for k, v in _flatten(new["d"]).items()}
-    gg = {path_to_torch_key(k): v for k, v in _flatten(m["grads_g"]).items()}
-    gd = {_torch_key(k): v for k, v in _flatten(m["grads_d"]).items()}
+    pg = {path_to_torch_key(k): v for k, v in flatten(new["g"]).items()}
+    pd = {torch_key(k): v for k, v in flatten(new["d"]).items()}
+    gg = {path_to_torch_key(k): v for k, v in flatten(m["grads_g"]).items()}
+    gd = {torch_key(k): v for k, v in flatten(m["grads_d"]).items()}
     n = 0
     for k in g.files:
         for prefix, params, grads in (("g_after/", pg, gg), ("d_after/", pd, gd)):

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gsv_jax.models.s2.modules import Conv1d, LayerNorm, _part
+from gsv_jax.models.s2.modules import Conv1d, LayerNorm, partitioned
 
 
 def _xavier_uniform_conv(channels):
@@ -74,8 +74,8 @@ class MultiHeadAttention(nn.Module):
         if self.window_size is not None:
             w = self.window_size
             rel_init = lambda key, s, dt=jnp.float32: dk ** -0.5 * jax.random.normal(key, s, dt)
-            emb_k = self.param("emb_rel_k", _part(rel_init, (None, None, "kv")), (1, 2 * w + 1, dk))
-            emb_v = self.param("emb_rel_v", _part(rel_init, (None, None, "kv")), (1, 2 * w + 1, dk))
+            emb_k = self.param("emb_rel_k", partitioned(rel_init, (None, None, "kv")), (1, 2 * w + 1, dk))
+            emb_v = self.param("emb_rel_v", partitioned(rel_init, (None, None, "kv")), (1, 2 * w + 1, dk))
             qe = jnp.einsum("bqhd,rd->bhqr", q, emb_k[0].astype(q.dtype))  # [B, H, Tq, 2w+1]
             if Tq == Tk:  # self-attention: the band by reshaping (the one-hot products cost ~20x more)
                 scores = scores + relative_to_absolute(qe, w)

@@ -12,13 +12,11 @@ Feature maps are channels-last (their order only matters through ``mean |fmap_r 
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gsv_jax.models.s2.modules import LRELU_SLOPE, Conv1d, _part, _weight, torch_uniform_init
-
-PERIODS = {"v1": (2, 3, 5, 7, 11), "v2": (2, 3, 5, 7, 11)}
+from gsv_jax import families
+from gsv_jax.models.s2.modules import LRELU_SLOPE, Conv1d, partitioned, torch_uniform_init, weight_param
 
 # DiscriminatorS: (in, out, kernel, stride, groups, padding)
 _S_LAYERS = ((1, 16, 15, 1, 1, 7), (16, 64, 41, 4, 4, 20), (64, 256, 41, 4, 16, 20),
@@ -63,11 +61,11 @@ class PeriodConv(nn.Module):
     @nn.compact
     def __call__(self, x):
         fan_in = self.in_channels * self.kernel_size
-        w = _weight(self, (self.out_channels, self.in_channels, self.kernel_size, 1), torch_uniform_init(fan_in),
+        w = weight_param(self, (self.out_channels, self.in_channels, self.kernel_size, 1), torch_uniform_init(fan_in),
                     True, ("conv_out", "conv_in", None, None))
         y = lax.conv_general_dilated(x, jnp.transpose(w[..., 0], (2, 1, 0)).astype(x.dtype), (self.stride,),
                                      [(self.padding, self.padding)], dimension_numbers=("NHC", "HIO", "NHC"))
-        b = self.param("bias", _part(torch_uniform_init(fan_in), ("conv_out",)), (self.out_channels,))
+        b = self.param("bias", partitioned(torch_uniform_init(fan_in), ("conv_out",)), (self.out_channels,))
         return y + b.astype(y.dtype)
 
 
@@ -104,10 +102,11 @@ class MultiPeriodDiscriminator(nn.Module):
     @nn.compact
     def __call__(self, y):
         """``y [B, N]`` -> ``(logits, fmaps)``: lists over the 6 discriminators."""
-        if self.version not in PERIODS:
-            raise ValueError(f"discriminator version {self.version!r}: v1 and v2 are supported")
+        periods = families.family(self.version).periods
+        if not periods:
+            raise ValueError(f"version {self.version!r} has no multi-period discriminator (CFM models train otherwise)")
         outs = [DiscriminatorS(self.width_div, name="discriminators_0")(y)]
-        for i, p in enumerate(PERIODS[self.version]):
+        for i, p in enumerate(periods):
             outs.append(DiscriminatorP(p, self.width_div, name=f"discriminators_{i + 1}")(y))
         return [o[0] for o in outs], [o[1] for o in outs]
 
@@ -115,69 +114,3 @@ class MultiPeriodDiscriminator(nn.Module):
 def init_discriminator(rng, version: str = "v2", n: int = 4096, width_div: int = 1):
     """Boxed parameters of a fresh discriminator (PyTorch default init)."""
     return MultiPeriodDiscriminator(version, width_div).init(rng, jnp.zeros((1, n), jnp.float32))["params"]
-
-
-def discriminator_state_dict_to_params(sd: dict, version: str = "v2", where: str = "discriminator",
-                                       width_div: int = 1) -> dict:
-    """Original D state dict (numpy, ``weight_g/weight_v``) -> our parameter tree (fp32 numpy).
-
-    Missing / unexpected keys and shape mismatches raise with a list.
-    """
-    import numpy as np
-
-    from gsv_jax.convert.s2 import _canonical_wn_keys, _flatten, _unflatten
-    from gsv_jax.io.torch_io import CheckpointError
-
-    sd = _canonical_wn_keys(dict(sd))
-    template = nn.meta.unbox(jax.eval_shape(lambda: init_discriminator(jax.random.PRNGKey(0), version,
-                                                                       width_div=width_div)))
-    out, missing, bad = {}, [], []
-    for path, leaf in _flatten(template).items():
-        key = _torch_key(path)
-        if key not in sd:
-            missing.append(key)
-            continue
-        v = np.asarray(sd[key], np.float32)
-        if v.shape != tuple(leaf.shape):
-            bad.append(f"{key}: file {v.shape} vs model {tuple(leaf.shape)}")
-        out[path] = v
-    expected = {_torch_key(p) for p in _flatten(template)}
-    unexpected = sorted(set(sd) - expected)
-    if missing or unexpected or bad:
-        raise CheckpointError(f"{where}: does not fit MultiPeriodDiscriminator({version}): "
-                              f"{len(missing)} missing {missing[:4]}, {len(unexpected)} unexpected {unexpected[:4]}, "
-                              f"{len(bad)} with other shapes {bad[:3]}")
-    return _unflatten(out)
-
-
-def discriminator_params_to_state_dict(params: dict, dtype=None) -> dict:
-    """Our tree -> the original's state dict (keys in the original's module order)."""
-    import numpy as np
-
-    from gsv_jax.convert.s2 import _flatten
-
-    flat = _flatten(nn.meta.unbox(params))
-    items = sorted(flat.items(), key=lambda kv: _order(kv[0]))
-    out = {}
-    for path, v in items:
-        v = np.asarray(jax.device_get(v), np.float32)
-        out[_torch_key(path)] = v if dtype is None else v.astype(dtype)
-    return out
-
-
-def _torch_key(path) -> str:
-    parts = []
-    for p in path:
-        for prefix in ("discriminators_", "convs_"):
-            if p.startswith(prefix) and p[len(prefix):].isdigit():
-                p = prefix[:-1] + "." + p[len(prefix):]
-        parts.append(p)
-    return ".".join(parts)
-
-
-def _order(path):
-    # torch order: discriminator index, convs (by index) before conv_post, then bias, weight_g, weight_v
-    d = int(path[0].split("_")[1])
-    layer = path[1]
-    li = int(layer.split("_")[1]) if layer.startswith("convs_") else 1000
-    return (d, li, {"bias": 0, "weight_g": 1, "weight_v": 2}.get(path[-1], 3))

@@ -24,7 +24,7 @@ from gsv_jax.models.s2.spectral_conv import spectral_block, spectral_conv1d
 LRELU_SLOPE = 0.1
 
 
-def _part(init, names):
+def partitioned(init, names):
     return nn.with_logical_partitioning(init, names)
 
 
@@ -52,15 +52,15 @@ def weight_norm_fold(g, v):
     return v * (g.astype(jnp.float32) / norm)
 
 
-def _weight(module: nn.Module, shape, init, weight_norm: bool, names):
+def weight_param(module: nn.Module, shape, init, weight_norm: bool, names):
     """The effective weight of a (possibly weight-normed) layer, creating its parameters."""
     if not weight_norm:
-        return module.param("weight", _part(init, names), shape)
-    v = module.param("weight_v", _part(init, names), shape)
+        return module.param("weight", partitioned(init, names), shape)
+    v = module.param("weight_v", partitioned(init, names), shape)
     g_names = (names[0],) + (None,) * (len(shape) - 1)
     g = module.param(
         "weight_g",
-        _part(lambda key, s: jnp.sqrt(jnp.sum(jnp.square(v), axis=tuple(range(1, v.ndim)), keepdims=True)), g_names),
+        partitioned(lambda key, s: jnp.sqrt(jnp.sum(jnp.square(v), axis=tuple(range(1, v.ndim)), keepdims=True)), g_names),
         (shape[0],) + (1,) * (len(shape) - 1),
     )
     return weight_norm_fold(g, v)
@@ -86,7 +86,7 @@ class Conv1d(nn.Module):
     def __call__(self, x):
         fan_in = self.in_channels // self.groups * self.kernel_size
         init = self.kernel_init or torch_uniform_init(fan_in)
-        w = _weight(self, (self.out_channels, self.in_channels // self.groups, self.kernel_size), init,
+        w = weight_param(self, (self.out_channels, self.in_channels // self.groups, self.kernel_size), init,
                     self.weight_norm, ("conv_out", "conv_in", None))
         if self.spectral_block:  # the kernel spectrum may come precomputed in the "prepared" collection
             if self.stride != 1 or self.groups != 1:
@@ -104,7 +104,7 @@ class Conv1d(nn.Module):
                 rhs_dilation=(self.dilation,), dimension_numbers=("NHC", "HIO", "NHC"),
                 feature_group_count=self.groups)
         if self.use_bias:
-            b = self.param("bias", _part(self.bias_init or torch_uniform_init(fan_in), ("conv_out",)),
+            b = self.param("bias", partitioned(self.bias_init or torch_uniform_init(fan_in), ("conv_out",)),
                            (self.out_channels,))
             y = y + b.astype(y.dtype)
         return y
@@ -187,11 +187,11 @@ class ConvTranspose1d(nn.Module):
         k, u, p = self.kernel_size, self.stride, self.padding
         fan_in = self.out_channels * k  # torch computes fan_in from weight.size(1) * k for transposed convs
         init = self.kernel_init or torch_uniform_init(fan_in)
-        w = _weight(self, (self.in_channels, self.out_channels, k), init, self.weight_norm,
+        w = weight_param(self, (self.in_channels, self.out_channels, k), init, self.weight_norm,
                     ("conv_in", "conv_out", None)).astype(x.dtype)
         b = None
         if self.use_bias:
-            b = self.param("bias", _part(torch_uniform_init(fan_in), ("conv_out",)), (self.out_channels,))
+            b = self.param("bias", partitioned(torch_uniform_init(fan_in), ("conv_out",)), (self.out_channels,))
         prepared = self.get_variable("prepared", "polyphase") if self.has_variable("prepared", "polyphase") else None
         y = conv_transpose_polyphase(x, w, u, p, kernel=prepared)
         if b is not None:
@@ -269,10 +269,10 @@ class Linear(nn.Module):
     @nn.compact
     def __call__(self, x):
         init = self.kernel_init or torch_uniform_init(self.in_features)
-        w = self.param("weight", _part(init, self.names), (self.out_features, self.in_features))
+        w = self.param("weight", partitioned(init, self.names), (self.out_features, self.in_features))
         y = jnp.einsum("...i,oi->...o", x, w.astype(x.dtype))
         if self.use_bias:
-            b = self.param("bias", _part(torch_uniform_init(self.in_features), (self.names[0],)), (self.out_features,))
+            b = self.param("bias", partitioned(torch_uniform_init(self.in_features), (self.names[0],)), (self.out_features,))
             y = y + b.astype(y.dtype)
         return y
 
@@ -285,7 +285,7 @@ class Embedding(nn.Module):
 
     @nn.compact
     def __call__(self, ids):
-        w = self.param("weight", _part(normal_init(1.0), ("vocab", "embed")), (self.num, self.dim))
+        w = self.param("weight", partitioned(normal_init(1.0), ("vocab", "embed")), (self.num, self.dim))
         return jnp.take(w, ids, axis=0)
 
 
@@ -297,8 +297,8 @@ class LayerNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        gamma = self.param("gamma", _part(nn.initializers.ones, ("norm",)), (self.channels,))
-        beta = self.param("beta", _part(nn.initializers.zeros, ("norm",)), (self.channels,))
+        gamma = self.param("gamma", partitioned(nn.initializers.ones, ("norm",)), (self.channels,))
+        beta = self.param("beta", partitioned(nn.initializers.zeros, ("norm",)), (self.channels,))
         xf = x.astype(jnp.float32)
         mean = jnp.mean(xf, -1, keepdims=True)
         var = jnp.mean(jnp.square(xf - mean), -1, keepdims=True)

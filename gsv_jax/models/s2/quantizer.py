@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gsv_jax.models.s2.modules import _part
+from gsv_jax.models.s2.modules import partitioned
 
 
 class _Codebook(nn.Module):
@@ -19,7 +19,7 @@ class _Codebook(nn.Module):
     @nn.compact
     def __call__(self):
         return jax.lax.stop_gradient(
-            self.param("embed", _part(nn.initializers.normal(1.0), ("vocab", "embed")), (self.bins, self.dim)))
+            self.param("embed", partitioned(nn.initializers.normal(1.0), ("vocab", "embed")), (self.bins, self.dim)))
 
 
 def quantize_codes(x, embed):

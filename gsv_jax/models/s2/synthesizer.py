@@ -21,14 +21,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gsv_jax import families
 from gsv_jax.models.s2.generator import Generator
 from gsv_jax.models.s2.modules import Conv1d, ResidualCouplingBlock, sequence_mask
 from gsv_jax.models.s2.posterior import PosteriorEncoder
 from gsv_jax.models.s2.quantizer import ResidualVectorQuantizer, quantize_codes
 from gsv_jax.models.s2.ref_enc import MelStyleEncoder
 from gsv_jax.models.s2.text_encoder import TextEncoder
-
-N_SYMBOLS = {"v1": 322, "v2": 732}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,11 +57,11 @@ class S2ModelConfig:
 
     @property
     def n_symbols(self) -> int:
-        return N_SYMBOLS[self.version]
+        return families.family(self.version).n_symbols
 
     @property
     def ref_in(self) -> int:
-        return self.spec_channels if self.version == "v1" else 704
+        return min(families.family(self.version).ref_bins, self.spec_channels)
 
     @property
     def hop(self) -> int:
@@ -91,8 +90,10 @@ class S2ModelConfig:
         return {k: _listify(v) for k, v in d.items()}
 
     def validate(self):
-        if self.version not in N_SYMBOLS:
-            raise ValueError(f"S2 model version {self.version!r} is not supported here (v1 and v2 are)")
+        fam = families.family(self.version)
+        if fam.decoder != "hifigan" or not fam.supported:
+            runs = [f.name for f in families.FAMILIES.values() if f.supported and f.decoder == "hifigan"]
+            raise ValueError(f"S2 model version {self.version!r} is not supported by SynthesizerTrn here ({runs} are)")
         if self.resblock != "1":
             raise ValueError(f"resblock {self.resblock!r} is not supported (GPT-SoVITS configs use '1')")
         if self.semantic_frame_rate != "25hz":

@@ -36,7 +36,7 @@ def generator_forward(model: SynthesizerTrn, params, batch: dict, rng=None, *, e
     seg = c.segment_size
     if T < seg:
         raise ValueError(f"spectrogram batch has {T} frames but the training segment is {seg}: "
-                         f"drop clips shorter than {seg} frames ({seg * c.hop / 32000:.2f} s) from the data")
+                         f"drop clips shorter than {seg} frames ({seg * c.hop / audio.MODEL_SR:.2f} s) from the data")
     rng = jax.random.PRNGKey(0) if rng is None else rng
     k_noise, k_slice, k_drop = jax.random.split(rng, 3)
     if enc_q_noise is None:
@@ -49,7 +49,7 @@ def generator_forward(model: SynthesizerTrn, params, batch: dict, rng=None, *, e
     y_hat = o["y_hat"].reshape(B, -1).astype(jnp.float32)
     n_fft = mel_cfg.get("filter_length", 2048)
     n_mels = mel_cfg.get("n_mel_channels", 128)
-    sr = mel_cfg.get("sampling_rate", 32000)
+    sr = mel_cfg.get("sampling_rate", audio.MODEL_SR)
     fmin, fmax = mel_cfg.get("mel_fmin", 0.0), mel_cfg.get("mel_fmax", None)
     # mel of the sliced spectrogram == slice of the mel (per-frame op), 32 frames instead of all
     spec_slice = slice_segments(spec.astype(jnp.float32), ids, seg)
