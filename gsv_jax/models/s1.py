@@ -14,7 +14,7 @@ Entry points (all pure; call through ``S1Model(...).apply(params, ..., method=..
   the last real position's logits and per-layer keys/values ``[B, H, S, hd]``.
 * ``decode_step``  - one new token per row, written into a preallocated cache at a common column.
 
-Padding-mask quirk (spec s1.md §4.4): the original's data loader right-pads phonemes, but its
+Padding-mask quirk (docs/s1.md, "Padding-mask quirk"): the original's data loader right-pads phonemes, but its
 training mask treats them as left-padded: for a row shorter than the batch, the *first*
 ``Tx - x_len`` (real) phonemes are masked, the trailing pad tokens stay visible and the position
 that predicts the first semantic token is a pad.  ``corrected_mask=False`` (default) reproduces this
@@ -40,7 +40,7 @@ Cache = Sequence[tuple[jax.Array, jax.Array]]  # per layer (k, v), each [B, H, T
 
 
 # ---------------------------------------------------------------------------------------------
-# initialisers (the original's PyTorch defaults, spec s1.md §6.5)
+# initialisers (the original's PyTorch defaults, docs/training.md "Initialisation")
 
 def _torch_linear_bias(fan_in: int):
     bound = 1.0 / math.sqrt(fan_in)
@@ -418,7 +418,7 @@ def dpo_loss(logits, targets, reject_logits, reject_targets, beta: float = 0.2):
 
 
 def make_reject_y(y, y_lens, rng: np.random.Generator):
-    """Host-side reject sequences as the original draws them (spec s1.md §4.3): per row, repeat or
+    """Host-side reject sequences as the original draws them (docs/s1.md "DPO reject sequences"): per row, repeat or
     drop the slice [a, b) of the *padded* row, (a, b) two sorted draws in [0, Ty).  Returns
     (reject_y int64 [B, Tr] right-padded with 0, reject_lens int64 [B])."""
     y = np.asarray(y)
@@ -447,7 +447,7 @@ def param_shapes(dims: S1Dims, *, boxed: bool = False):
 
 def init_params(dims: S1Dims, seed: int = 0, *, boxed: bool = False):
     """Random parameters drawn on the host (numpy, no XLA compile) with the original's default
-    initialisation (spec s1.md §6.5): embeddings N(0, 1); Linear weights and biases
+    initialisation (docs/training.md "Initialisation"): embeddings N(0, 1); Linear weights and biases
     U(+-1/sqrt(fan_in)); fused in_proj Xavier-uniform with zero bias; out_proj bias 0; LayerNorm
     1/0; alpha 1.  As in the original, every layer starts identical (one layer deep-copied).
     ``boxed=True`` keeps the ``nn.Partitioned`` logical-axis boxes around the arrays.

@@ -1,6 +1,6 @@
 """Relative-position multi-head attention, FFN and the post-norm transformer ``Encoder`` (``attentions.py``).
 
-Channels-last ``[B, T, C]``; masks ``[B, T, 1]``. Parity details (spec s2.md §3.2-3.3, §8 traps 4, 5, 7):
+Channels-last ``[B, T, C]``; masks ``[B, T, 1]``. Parity details (docs/s2.md, parity traps 4, 5, 7):
 the query is divided by ``sqrt(dk)`` before both the content and the relative logits; relative offsets
 are ``key - query`` within ``window`` (zero outside, not clipped); masked logits are set to ``-1e4``.
 """

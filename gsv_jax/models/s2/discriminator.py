@@ -1,4 +1,4 @@
-"""SoVITS v1/v2 discriminator ``MultiPeriodDiscriminator(use_spectral_norm=False)`` (spec s2.md §5.4).
+"""SoVITS v1/v2 discriminator ``MultiPeriodDiscriminator(use_spectral_norm=False)`` (docs/s2.md, "Discriminator").
 
 ``discriminators_0`` is the waveform discriminator (``DiscriminatorS``), ``discriminators_1..5`` are
 period discriminators for periods 2, 3, 5, 7, 11. Every conv is weight-normed; parameters keep the

@@ -1,4 +1,4 @@
-"""HiFi-GAN generator ``dec`` (spec s2.md §3.8; traps 1-3).
+"""HiFi-GAN generator ``dec`` (docs/s2.md, "HiFi-GAN generator"; traps 1-3).
 
 With a frame mask ``[B, T, 1]`` every conv input is zeroed beyond each row's true length (at the
 current resolution), so a padded batch gives, in the valid region, exactly the samples that the

@@ -1,4 +1,4 @@
-"""Posterior encoder ``enc_q`` (training only): linear spectrogram -> ``z, m_q, logs_q`` (spec s2.md §5.2)."""
+"""Posterior encoder ``enc_q`` (training only): linear spectrogram -> ``z, m_q, logs_q`` (docs/s2.md)."""
 from __future__ import annotations
 
 import flax.linen as nn

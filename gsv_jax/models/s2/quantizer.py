@@ -1,4 +1,4 @@
-"""Residual vector quantizer (n_q = 1, eval semantics only: no EMA, no straight-through; spec §3.10).
+"""Residual vector quantizer (n_q = 1, eval semantics only: no EMA, no straight-through; docs/s2.md "Quantizer").
 
 The codebook lives at ``quantizer/vq/layers_0/_codebook/embed [bins, dim]``; it is a frozen buffer in
 the original, so gradients are stopped here.

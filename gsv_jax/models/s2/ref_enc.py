@@ -1,4 +1,4 @@
-"""Reference (timbre) encoder ``ref_enc`` = ``MelStyleEncoder`` (spec s2.md §3.9, trap 6).
+"""Reference (timbre) encoder ``ref_enc`` = ``MelStyleEncoder`` (docs/s2.md, "Reference encoder", trap 6).
 
 The original is not padding-invariant: padded frames become ``mish(bias) != 0`` after the first
 Linear and the k=5 GLU convs mix them into the last valid frames. ``exact_lengths=True`` (inference)

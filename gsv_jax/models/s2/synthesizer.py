@@ -1,4 +1,4 @@
-"""``SynthesizerTrn`` (SoVITS v1/v2): the module tree of spec s2.md §2 and its inference/training pieces.
+"""``SynthesizerTrn`` (SoVITS v1/v2): the module tree of docs/s2.md and its inference/training pieces.
 
 Everything is channels-last ``[B, T, C]`` with float masks ``[B, T, 1]``; parameter names follow the
 PyTorch state dict (``enc_p/encoder_ssl/attn_layers_0/conv_q/weight`` <-> ``enc_p.encoder_ssl.attn_layers.0.conv_q.weight``).

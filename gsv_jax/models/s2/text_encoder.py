@@ -1,4 +1,4 @@
-"""Prior text encoder ``enc_p``: SSL branch + phoneme branch fused by MRTE (spec s2.md §3.4-3.5)."""
+"""Prior text encoder ``enc_p``: SSL branch + phoneme branch fused by MRTE (docs/s2.md, "MRTE and the text encoder")."""
 from __future__ import annotations
 
 import flax.linen as nn

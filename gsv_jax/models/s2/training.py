@@ -1,4 +1,4 @@
-"""Generator training forward of SoVITS v1/v2 (spec s2.md §5.2) plus the tensors the losses need (§5.3).
+"""Generator training forward of SoVITS v1/v2 (docs/s2.md) plus the tensors the losses need (docs/training.md).
 
 Runs ``SynthesizerTrn.__call__`` (reference encoder, frozen ``ssl_proj`` + codebook in eval
 semantics, text encoder, posterior encoder ``enc_q``, flow, random segment, HiFi-GAN) with its two
