@@ -1,6 +1,6 @@
 """Optimisers as optax transforms: the original S1 recipe (ScaledAdam + its lr behaviour) and AdamW.
 
-ScaledAdam (spec s1.md §6.3) reproduces the original's ``AR/modules/optim.py`` update per tensor:
+ScaledAdam (docs/training.md, "ScaledAdam") reproduces the original's ``AR/modules/optim.py`` update per tensor:
 
 * non-scalar tensors: Adam-like step without first-moment bias correction, scaled by the
   tensor's rms (``param_rms``, refreshed every ``size_update_period`` = 4 steps), plus a
@@ -14,7 +14,7 @@ ScaledAdam (spec s1.md §6.3) reproduces the original's ``AR/modules/optim.py`` 
 The original stacks tensors of identical shape and updates them together; every formula is
 per tensor except the global clipping norm, so a per-tensor implementation is exact.
 
-Learning rate (spec s1.md §6.4): the original's ``WarmupCosineLRSchedule`` computes a
+Learning rate (docs/training.md, "Learning rate"): the original's ``WarmupCosineLRSchedule`` computes a
 warmup/cosine value but then overwrites it with 0.002 on every ``scheduler.step()``, and its
 constructor never touches the optimizer. So the **first update runs at ScaledAdam's constructor
 lr (0.01) and every later update at 0.002**: :func:`original_s1_schedule`. The nominal

@@ -7,7 +7,7 @@ so bucketing does not change the loss. Accuracy = top-3 over non-EOS targets (as
 logs it).
 
 Padding: the original's current code right-pads phonemes but masks them as if left-padded
-(spec s1.md §4.4). ``config.train.fix_padding_mask`` (default True, the spec's recommendation)
+(docs/s1.md, "Padding-mask quirk"). ``config.train.fix_padding_mask`` (default True: what the original intends)
 trains with the corrected mask (``S1Dims.corrected_mask``); False reproduces the quirk.
 
 Dropout masks come from ``config.train.dropout_rng``: ``"hash"`` (default; a cheap counter-hash

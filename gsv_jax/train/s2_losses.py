@@ -1,4 +1,4 @@
-"""S2 (SoVITS) training losses exactly as the original ``s2_train.py`` / ``module/losses.py`` (spec s2.md §5.3).
+"""S2 (SoVITS) training losses exactly as the original ``s2_train.py`` / ``module/losses.py`` (docs/training.md).
 
 All in fp32. Discriminator outputs are lists (one entry per sub-discriminator) of logits ``[B, n]``;
 feature maps are lists of lists of arrays.

@@ -1,4 +1,4 @@
-"""S2 (SoVITS v1/v2) GAN training on the generic machinery (spec s2.md §5).
+"""S2 (SoVITS v1/v2) GAN training on the generic machinery (docs/training.md, "S2 training").
 
 Parameters are one tree ``{"g": generator, "d": discriminator}``; the optimizer state is
 ``{"g": ..., "d": ...}``, each an ``optax.multi_transform`` over the whole tree (so every
@@ -210,7 +210,7 @@ class S2Task:
         fm_terms = L.feature_terms(f_r, f_g)
         loss_fm = 2.0 * jnp.sum(fm_terms)
         loss_gen, losses_gen = L.generator_loss(fake)
-        kl_ssl = jnp.zeros((), jnp.float32)  # frozen quantizer in eval mode: commitment loss 0 (spec §5.2)
+        kl_ssl = jnp.zeros((), jnp.float32)  # frozen quantizer in eval mode: commitment loss 0 (docs/s2.md "Quantizer")
         total = loss_gen + loss_fm + loss_mel + kl_ssl + loss_kl
         return total, {"loss_gen_all": total, "loss_gen": loss_gen, "losses_gen": losses_gen, "loss_fm": loss_fm,
                        "fm_terms": fm_terms, "loss_mel": loss_mel, "loss_kl": loss_kl, "kl_ssl": kl_ssl,
