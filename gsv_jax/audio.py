@@ -1,6 +1,6 @@
 """Audio front: loading, resampling, loudness mixes, and the original's spectrograms in jnp.
 
-Spectrograms follow the original ``module/mel_processing.py`` numerically (spec s2.md §4.3, §8.16):
+Spectrograms follow the original ``module/mel_processing.py`` numerically (docs/features.md, "Spectrograms"):
 
 * :func:`spectrogram` = ``spectrogram_torch``: reflect-pad ``(n_fft - hop) // 2`` on both sides,
   frames every ``hop`` samples, periodic Hann window of length ``win`` (zero-padded to ``n_fft``
@@ -14,7 +14,7 @@ They are plain jnp functions (traceable inside a jitted training step) over ``[.
 computed in float32 whatever the input dtype.
 
 Loading and preparation follow the dataset preparation and inference paths of the original
-(spec pipeline.md §3.1, §4.2, §5.2; quirk 4 of §8):
+(docs/features.md, "Audio handling"):
 
 * :func:`load_audio` reads anything ``soundfile`` reads, mixes down to mono and resamples like
   ``librosa.load(path, sr=sr)`` (soxr "HQ"). The original decodes training audio with ffmpeg; the
@@ -23,7 +23,7 @@ Loading and preparation follow the dataset preparation and inference paths of th
   (``scale`` 32768 for the stored 32 kHz wav, 1145.14 for the HuBERT input);
   :func:`prepare_clip` runs the whole 32 kHz → (HuBERT input at 16 kHz, int16 wav) step.
 * :func:`resample_sinc` / :func:`load_reference` reproduce torchaudio's sinc resampler and the
-  reference-audio steps before the S2 spectrogram (spec s2.md §4.3).
+  reference-audio steps before the S2 spectrogram (docs/features.md, "Audio handling").
 * :func:`pad_reference` appends the ``int(32000 · 0.3)`` zeros that inference appends to the
   **16 kHz** reference before HuBERT.
 """
@@ -193,8 +193,8 @@ def resample_sinc(
     """Band-limited sinc resampling with a Hann-windowed kernel, numerically as torchaudio's
     ``Resample(orig_sr, target_sr)`` (its defaults; kernel built in float64, applied in float32).
 
-    The original uses it for reference audio before the S2 reference spectrogram (spec s2.md
-    §4.3, §8.17). Output length ``ceil(N · target_sr / orig_sr)``; works along the last axis.
+    The original uses it for reference audio before the S2 reference spectrogram
+    (docs/features.md, "Audio handling"). Output length ``ceil(N · target_sr / orig_sr)``; works along the last axis.
     """
     wav = np.asarray(wav, np.float32)
     if int(orig_sr) == int(target_sr):
@@ -275,7 +275,7 @@ def loudness_mix(
 
 
 def prepare_clip(wav32k: np.ndarray):
-    """Dataset-prep step 1B for one clip at 32 kHz (spec pipeline.md §4.2).
+    """Dataset-prep step 1B for one clip at 32 kHz (docs/features.md, "Audio handling").
 
     Returns ``(hubert_input_16k float32 [N/2], wav32k_int16 [N])`` or ``None`` when the original
     would skip the clip (peak above 2.2, or silent). The int16 conversion is numpy's ``astype``

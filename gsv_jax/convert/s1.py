@@ -1,6 +1,6 @@
 """S1 (GPT) checkpoints: the original ``.ckpt`` <-> our Flax parameter tree.
 
-The original file (spec s1.md §7) is a torch zip holding ``{"weight": {"model.<name>": fp16 tensor},
+The original file (docs/convert.md, "S1 files") is a torch zip holding ``{"weight": {"model.<name>": fp16 tensor},
 "config": dict, "info": "GPT-e<epoch>"}``.  Linear weights are [out, in]; the fused attention
 projection ``in_proj_weight`` [3D, D] holds Q, K, V row blocks with heads as contiguous slices.
 The architecture comes from ``config["model"]``; v1 and v2 differ only by the phoneme table

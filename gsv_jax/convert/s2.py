@@ -1,4 +1,4 @@
-"""SoVITS (S2) checkpoints <-> our parameter trees, without torch (spec s2.md §1.1, §2.1, §6).
+"""SoVITS (S2) checkpoints <-> our parameter trees, without torch (docs/convert.md, docs/s2.md).
 
 Reads the exported weights (``{"weight", "config", "info"}``, fp16, no ``enc_q``), the pretrained
 ``s2G*.pth`` (``{"weight": ...}``) and training checkpoints ``G_*.pth`` (``{"model": ..., "optimizer": ...}``,

@@ -1,7 +1,7 @@
 """S1 sampling rules and the on-device decode loop.
 
-Sampling (the original's ``sample`` + ``infer_panel_naive``/``infer_panel_batch_infer`` rules, spec
-s1.md §5.2-5.5), for each row and step ``idx``:
+Sampling (the original's ``sample`` + ``infer_panel_naive``/``infer_panel_batch_infer`` rules,
+docs/s1.md "Sampling rules"), for each row and step ``idx``:
 
 1. EOS ban: for ``idx < 11`` the EOS column is removed (set to -inf: it can be neither sampled nor
    the argmax).

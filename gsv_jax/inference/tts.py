@@ -1,6 +1,6 @@
 """End-to-end synthesis: text -> segments -> phonemes + BERT -> S1 -> S2 -> 32 kHz waveform.
 
-The flow follows the original's inference (spec ``pipeline.md`` §5.2/§5.3): the reference audio
+The flow follows the original's inference (docs/synthesis.md, "The flow"): the reference audio
 gives the prompt semantic tokens (HuBERT -> ``extract_latent``) and the reference spectrogram(s);
 the reference text gives the prompt phonemes and BERT features; each target segment is generated
 by S1 after ``[prompt phonemes; segment phonemes]`` and decoded by S2 with the segment's own
@@ -36,7 +36,7 @@ MIN_PHONES = 6
 LANGUAGES_V1 = ("auto", "en", "zh", "ja", "all_zh", "all_ja")
 LANGUAGES_V2 = ("auto", "auto_yue", "en", "zh", "ja", "yue", "ko", "all_zh", "all_ja", "all_yue", "all_ko")
 
-# The model folder layout read by TTS.from_folder (first match wins; see README "Synthesis").
+# The model folder layout read by TTS.from_folder (first match wins; see docs/synthesis.md, "The model folder").
 S1_NAMES = ("s1.ckpt", "gpt.ckpt", "s1")
 S2_NAMES = ("s2.pth", "sovits.pth", "s2")
 BERT_NAMES = ("chinese-roberta-wwm-ext-large", "bert")

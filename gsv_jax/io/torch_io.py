@@ -9,7 +9,7 @@ fp16; casting is the caller's choice).
 Writing produces a zip that ``torch.load`` reads (same record layout, 64-byte aligned storages,
 protocol-2 pickle with the same globals as the original's own files), so weights trained here can
 be used by the original tools. SoVITS ``.pth`` files may carry a 2-byte version head instead of
-``PK`` (spec s2.md §1.1); both directions handle it.
+``PK`` (docs/convert.md, "Version detection"); both directions handle it.
 """
 from __future__ import annotations
 
