@@ -1,4 +1,4 @@
-"""ASR labelling into a ``.list`` through optional backends the user installs (spec pipeline.md §6.2).
+"""ASR labelling into a ``.list`` through optional backends the user installs (docs/data.md, "ASR").
 
 Backends (neither is a dependency of gsv-jax):
 

@@ -1,6 +1,6 @@
 """Import from / export to the original GPT-SoVITS experiment folder (``logs/<exp_name>/``).
 
-Layout (spec pipeline.md §4.2, §7.3)::
+Layout (docs/data.md, "The original's experiment folder")::
 
     2-name2text.txt       name \\t phones (space-separated) \\t word2ph (Python list or None) \\t norm_text
     3-bert/<name>.pt      float [1024, n_phones], zh lines only

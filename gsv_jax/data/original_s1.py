@@ -1,4 +1,4 @@
-"""Reader of the original GPT-SoVITS prepared experiment folder for S1 training (spec pipeline.md §4).
+"""Reader of the original GPT-SoVITS prepared experiment folder for S1 training (docs/data.md).
 
 ``<exp>/2-name2text.txt``  lines ``name \\t phones (space separated) \\t word2ph \\t norm_text``
                           (lines without exactly 4 tab fields are skipped, as the original does);

@@ -5,7 +5,7 @@ and ``reader.lengths(field)``: our dataset format (``gsv_jax.data.format.open_da
 original's experiment folder (``gsv_jax.data.original_s1.OriginalS1Folder``). Items are read
 through a grain ``MapDataset`` (random access, so each host reads only the rows it trains on).
 
-Filtering (spec s1.md §6.1, as the original): drop items with more than ``max_sec·hz`` semantic
+Filtering (as the original; docs/training.md, "S1 training"): drop items with more than ``max_sec·hz`` semantic
 tokens, more than ``max_sec·hz/2.5`` phonemes, or a phoneme rate outside [3, 25] per second;
 if fewer than 100 survive, the list is repeated ``max(2, 100 // n)`` times.
 

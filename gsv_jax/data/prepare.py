@@ -1,6 +1,6 @@
 """Dataset preparation: a ``.list`` corpus -> text, audio and semantic features -> dataset shards.
 
-Stages (spec pipeline.md §4; each one can run alone, in any process, on any host):
+Stages (docs/data.md, "Stages"; each one can run alone, in any process, on any host):
 
 * ``text``     label text -> phones, word2ph, normalised text (``gsv_jax.text``), BERT phone features
                for zh lines (zeros otherwise);
@@ -41,7 +41,7 @@ LANG_CODES = {
     "EN": "en", "en": "en", "En": "en",
     "KO": "ko", "Ko": "ko", "ko": "ko",
     "yue": "yue", "YUE": "yue", "Yue": "yue",
-}  # the original's accepted codes (spec §4.1); anything else is skipped with a reason
+}  # the original's accepted codes (docs/data.md); anything else is skipped with a reason
 SILENT_PEAK = 1e-4  # -80 dBFS: a clip this quiet carries no speech and is reported as silent
 MAX_PEAK = 2.2  # the original skips louder clips
 

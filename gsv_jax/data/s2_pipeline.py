@@ -1,4 +1,4 @@
-"""S2 (SoVITS) training input: readers, length buckets, collate, on-device spectrograms (spec s2.md §5.1).
+"""S2 (SoVITS) training input: readers, length buckets, collate, on-device spectrograms (docs/training.md).
 
 Readers give ``name``, ``phone_ids`` int32, ``ssl`` float16 ``[768, T50]`` and ``wav32k`` int16:
 

@@ -1,4 +1,4 @@
-"""Silence-based audio slicer (the original ``tools/slicer2.py`` algorithm, spec pipeline.md §6.1).
+"""Silence-based audio slicer (the original ``tools/slicer2.py`` algorithm, docs/data.md "Slicer").
 
 Long recordings are cut at quiet stretches into clips of at least ``min_length`` ms; at most
 ``max_sil_kept`` ms of silence is kept around a cut. Cut decisions are made on an RMS curve
@@ -82,7 +82,7 @@ class Slicer:
     # -- decisions on the RMS curve ------------------------------------------------------------
 
     def silence_tags(self, rms: np.ndarray) -> list[tuple[int, int]]:
-        """Frame ranges to remove, ``[(left, right)]``, in order (spec §6.1)."""
+        """Frame ranges to remove, ``[(left, right)]``, in order (docs/data.md, "Slicer")."""
         keep = self.max_sil_kept
         tags: list[tuple[int, int]] = []
 

@@ -1,4 +1,4 @@
-"""Cantonese frontend (v2 only): Jyutping from ToJyutping -> ``Y``-prefixed phones (spec pipeline.md §1.7).
+"""Cantonese frontend (v2 only): Jyutping from ToJyutping -> ``Y``-prefixed phones (docs/frontend.md).
 
 ``text_normalize`` runs the Mandarin text normaliser (numbers, dates, ..., traditional -> simplified),
 maps punctuation to the six table marks, and keeps only Han characters (U+4E00..U+9FA5) and those

@@ -6,7 +6,7 @@ non-space (``ChatGPT`` -> ``Chat G P T``).  The original's quirks are kept on pu
 trained on them:
 
 * its first character map is built from *escaped* regex classes, so only ``。！？`` are mapped; ``; : ，`` and
-  quotes are simply deleted later (``a; b`` -> ``a b``), spec §1.4.1 step 1 notwithstanding;
+  quotes are simply deleted later (``a; b`` -> ``a b``; docs/frontend.md, "English");
 * a negative number swallows the whitespace before it (``is -3`` -> ``isnegative three``);
 * a ``HH:MM`` time always gets ``a.m.``/``p.m.`` appended, even when one follows already;
 * unit suffixes take the first alternative that matches (``km/h`` is read as ``km`` then ``/h`` is dropped).

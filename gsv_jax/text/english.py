@@ -9,7 +9,7 @@ The original's ``english.py`` (an ``en_G2p`` subclass of g2p_en's ``G2p``), full
    possessive ``'s`` from the stem, ``wordsegment`` compound split, and g2p_en's neural predictor last;
 3. ``UW`` (absent from the table) and other non-table phones are dropped, ``'`` becomes ``-``.
 
-Known differences from the original (see README, "English"): the pronunciation dictionary is rebuilt from PyPI
+Known differences from the original (see docs/frontend.md, "English"): the pronunciation dictionary is rebuilt from PyPI
 data (``en_build_data``: CMU's cmudict-0.7b of 2015-07, the original's revision, as shipped in the ``text2id``
 package, + the GitHub CMUdict of 2018 standing in for the original's fast snapshot: 76 rare words of 143,278
 differ), and the original's name dictionary (``namedict_cache.pickle``,

@@ -1,4 +1,4 @@
-"""Japanese frontend: OpenJTalk phones with the original's prosody marks (spec pipeline.md §1.5).
+"""Japanese frontend: OpenJTalk phones with the original's prosody marks (docs/frontend.md).
 
 ``text_normalize`` only collapses runs of punctuation; ``g2p`` splits the text into runs of
 "Japanese or alphanumeric" characters, turns each run into OpenJTalk phones with ESPnet's prosody

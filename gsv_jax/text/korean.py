@@ -1,4 +1,4 @@
-"""Korean frontend (v2 only): g2pk2 pronunciation, then compatibility jamo (spec pipeline.md §1.6).
+"""Korean frontend (v2 only): g2pk2 pronunciation, then compatibility jamo (docs/frontend.md).
 
 There is no ``text_normalize`` (the original has none). ``g2p`` spells Latin letters as Korean
 letter names, applies g2pk2's pronunciation rules, splits syllables into compatibility jamo with

@@ -1,5 +1,5 @@
 """Mixed-language segmentation: the original's ``LangSegmenter.getTexts`` and its language modes
-(spec pipeline.md §1.8), offline.
+(docs/frontend.md, "Rules in brief"), offline.
 
     split_languages("当时ThinkPad T60刚刚发布", mode="auto")  ->  [(text, lang), ...]
 

@@ -2,7 +2,7 @@
 
 The six cut methods (``cut0`` .. ``cut5``) and the preprocessing around them
 (``prepare_segments``: leading-mark rule, blank-line folding, merging short pieces, closing
-marks, re-splitting over-long pieces) follow spec ``pipeline.md`` §5.3-§5.4.
+marks, re-splitting over-long pieces) follow the original (docs/synthesis.md, "Text cutting").
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 v1: 322 symbols (code-point sort of the original's deduplicated union); v2: 732 symbols (v1, then
 ``[ ]``, sorted Korean, sorted Cantonese — appended, never re-sorted). Every model except v1 uses v2.
-The tables are our spec data (``data/symbols_v{1,2}.json``).
+The tables are data files (``data/symbols_v{1,2}.json``); docs/frontend.md, "Symbol tables".
 """
 import functools
 import json
