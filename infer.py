@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="GPT-SoVITS text-to-speech in JAX: reference clip + text -> 32 kHz speech.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog="Model folder layout: s1.ckpt, s2.pth, chinese-roberta-wwm-ext-large/, chinese-hubert-base/ "
-               "(original PyTorch files as they are). See README.md, section 'Synthesis'.")
+               "(original PyTorch files as they are). See docs/synthesis.md, 'The model folder'.")
     m = p.add_argument_group("models")
     m.add_argument("--model-dir", type=pathlib.Path, help="folder holding the four model parts")
     m.add_argument("--gpt", type=pathlib.Path, help="S1 (GPT) weights: original .ckpt or our own checkpoint")

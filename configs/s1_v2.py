@@ -21,7 +21,7 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
     m.dropout = 0.0  # token-embedding dropout (config field of the original)
     m.hard_dropout = 0.1  # the original's hard-coded positional / attention / FFN dropouts
     # The original's training mask assumes left-padded phonemes while its data loader right-pads
-    # them (spec s1.md §4.4).  False reproduces that exactly (needed for parity); True shifts each
+    # them (docs/s1.md, "Padding-mask quirk").  False reproduces that exactly (needed for parity); True shifts each
     # row's text to the right end and masks the real padding (what the original intends).
     m.corrected_mask = False
     m.dtype = "float32"  # activation dtype; parameters stay float32
@@ -33,7 +33,7 @@ def training_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     """Training sub-configs (``data``, ``optim``, ``train``, ``mesh``; read by ``train.py``).
 
     Defaults = the original S1 recipe: ScaledAdam, lr 0.01 for the first update then 0.002
-    (spec s1.md §6.4), batch 8 with 4 batches accumulated per update, loss summed.
+    (docs/training.md, "Learning rate"), batch 8 with 4 batches accumulated per update, loss summed.
     """
     d = config.data
     d.dataset = ""  # a folder written by gsv_jax.data.format ...
@@ -71,7 +71,7 @@ def training_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     t.keep = 3
     t.seed = 1234
     t.compute_dtype = "float32"  # "bfloat16" on TPU/GPU; parameters and losses stay float32
-    t.fix_padding_mask = True  # spec s1.md §4.4: train with the mask the original intends
+    t.fix_padding_mask = True  # docs/s1.md "Padding-mask quirk": train with the mask the original intends
     t.dropout_rng = "hash"  # dropout mask stream: "hash" (cheap counter hash) or "threefry" (JAX's default)
     t.remat = "none"  # "dots": recompute all but the weight-matmul outputs in the backward pass
     t.async_checkpoint = True

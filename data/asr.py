@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Label clips with ASR into a ``.list`` (spec pipeline.md §6.2); backends are optional installs.
+"""Label clips with ASR into a ``.list`` (docs/data.md, "ASR"); backends are optional installs.
 
     python data/asr.py clips/ --out clips.list                      # a folder of audio files
     python data/asr.py clips/clips.list --out corpus.list            # fill a data/slice.py skeleton

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Prepare a training dataset from a ``wav|speaker|LANG|text`` list (spec pipeline.md §4).
+"""Prepare a training dataset from a ``wav|speaker|LANG|text`` list (docs/data.md).
 
     python data/prepare.py --list corpus.list --out datasets/corpus \
         --bert models/chinese-roberta-wwm-ext-large --hubert models/chinese-hubert-base \

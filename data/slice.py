@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Cut long recordings into clips at silences (the original's slicer, spec pipeline.md §6.1).
+"""Cut long recordings into clips at silences (the original's slicer, docs/data.md "Slicer").
 
     python data/slice.py recordings/ --out datasets/raw_clips           # webui defaults
     python data/slice.py talk.wav --out clips --threshold -40 --min-length 5000 --shard 0/4

@@ -1,4 +1,4 @@
-"""Slicer: cut points checked by hand on synthetic signals (spec pipeline.md §6.1), edge cases,
+"""Slicer: cut points checked by hand on synthetic signals (docs/data.md, "Slicer"), edge cases,
 the loudness mix, file naming, and the CLI writing clips plus a .list skeleton.
 
 Synthetic signal at sr = 1000 Hz, hop 10 ms -> hop = 10 samples, win = min(100, 4*10) = 40,

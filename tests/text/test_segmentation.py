@@ -1,4 +1,4 @@
-"""Text split methods and segment preparation (expected values worked out from spec §5.3-§5.4,
+"""Text split methods and segment preparation (expected values worked out from docs/synthesis.md "Text cutting",
 checked against the original's functions on 20k random strings during development)."""
 import pytest
 

@@ -1,4 +1,4 @@
-"""S2 GAN step vs one iteration of the original ``s2_train.py`` (golden ``s2_train_tiny.*``, README "S2 training").
+"""S2 GAN step vs one iteration of the original ``s2_train.py`` (golden ``s2_train_tiny.*``, docs/training.md).
 
 G and D start from the golden ``.pth`` files (fp16 values -> fp32); the two random draws of the
 generator forward (``enc_q_noise``, ``rand_slice_u``) are injected. One jitted ``gan_update`` is
