@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
 import pathlib
+import shutil
 import sys
+import tempfile
 import time
 
 
@@ -39,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--text-file", type=pathlib.Path, help="read the text to speak from this UTF-8 file")
     io.add_argument("--text-lang", default="zh",
                     help="language code: zh en ja ko yue auto auto_yue all_zh all_ja all_yue all_ko")
-    io.add_argument("--out", type=pathlib.Path, default=pathlib.Path("out.wav"),
-                    help="output file; .wav or .flac (by extension)")
+    io.add_argument("--out", type=pathlib.Path, default=None,
+                    help="output file: .wav, .flac or .ogg (by extension); default out.wav "
+                         "(--selftest: out.wav in a new temporary folder)")
 
     s = p.add_argument_group("sampling and synthesis")
     s.add_argument("--top-k", type=int, default=15)
@@ -83,6 +88,135 @@ def _progress_printer(quiet: bool):
     return report
 
 
+OUT_EXTENSIONS = (".wav", ".flac", ".ogg")
+
+
+def check_sampling(args) -> None:
+    """The numeric options, before anything is loaded (each message names the flag and its range)."""
+    checks = [
+        (args.top_k >= 1, f"--top-k must be >= 1 (1 = greedy), got {args.top_k}"),
+        (0.0 < args.top_p <= 1.0, f"--top-p must be in (0, 1] (1 = off), got {args.top_p}"),
+        (args.temperature > 0.0, f"--temperature must be > 0 (1 = as trained), got {args.temperature}"),
+        (args.repetition_penalty > 0.0, f"--repetition-penalty must be > 0 (1 = off), got {args.repetition_penalty}"),
+        (args.speed > 0.0, f"--speed must be > 0 (1 = as spoken; the original offers 0.6-1.65), got {args.speed}"),
+        (args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}"),
+        (args.pause >= 0.0, f"--pause must be >= 0 seconds, got {args.pause}"),
+        (args.noise_scale >= 0.0, f"--noise-scale must be >= 0, got {args.noise_scale}"),
+        (args.max_new_tokens is None or args.max_new_tokens >= 1,
+         f"--max-new-tokens must be >= 1 (25 tokens = 1 s of speech), got {args.max_new_tokens}"),
+    ]
+    for ok, message in checks:
+        if not ok:  # NaN fails every comparison, so it lands here too
+            raise ValueError(message)
+
+
+def check_output(out: pathlib.Path) -> None:
+    """A file name with a known audio extension in a folder we can write (or create) — checked by
+    writing a probe file, which also catches /proc, read-only mounts and a parent that is a file."""
+    if out.suffix.lower() not in OUT_EXTENSIONS:
+        raise ValueError(f"--out {out}: unknown audio type {out.suffix or '(no extension)'!r}; "
+                         f"end the file name in {', '.join(OUT_EXTENSIONS)}")
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a file name such as {out / 'out.wav'}")
+    folder = out.absolute().parent
+    while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
+        folder = folder.parent  # missing folders are created after synthesis
+    if not folder.is_dir():
+        raise ValueError(f"--out {out}: {folder} is a file, not a folder; choose another output path")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot write in {folder} ({e.strerror or e}); "
+                         "choose a folder you can write to") from None
+    if out.exists() and not os.access(out, os.W_OK):
+        raise ValueError(f"--out {out} exists and is read-only; remove it or choose another name")
+
+
+def read_text(args) -> str:
+    if args.text_file is not None:
+        path = args.text_file
+        if not path.is_file():
+            raise FileNotFoundError(f"--text-file {path} not found" + (" (it is a folder)" if path.is_dir() else ""))
+        try:
+            return path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is dropped
+        except UnicodeDecodeError as e:
+            raise ValueError(f"--text-file {path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+                             f"{e.start}); save it as UTF-8 and retry") from None
+    if args.text is not None:
+        return args.text
+    raise ValueError("nothing to say: give --text or --text-file")
+
+
+def known_languages() -> tuple:
+    """Every language code some model version accepts (the model's own list is checked after loading)."""
+    from gsv_jax import families
+
+    codes: list = []
+    for fam in families.FAMILIES.values():
+        codes += [c for c in fam.ui_languages if c not in codes]
+    return tuple(codes)
+
+
+def check_language(code: str, flag: str, known: tuple) -> None:
+    if code not in known:
+        raise ValueError(f"{flag} {code!r} is not a language code; use one of {' '.join(known)}")
+
+
+def check_reference(path: pathlib.Path | None, flag: str, *, need_prompt: bool) -> None:
+    """Exists, decodes, is not silent and (when its text gives a prompt) lasts 3-10 s — read from the
+    file header and samples only, with the same bounds as ``TTS.reference``."""
+    if path is None:
+        raise ValueError("give a reference clip with --ref (3-10 s of the target voice)")
+    if not path.is_file():
+        raise FileNotFoundError(f"{flag} {path} not found" + (" (it is a folder)" if path.is_dir() else ""))
+    import numpy as np
+    import soundfile as sf
+
+    from gsv_jax.inference.tts import HUBERT_SR, REF_MAX_SAMPLES_16K, REF_MIN_SAMPLES_16K, REF_RANGE_MESSAGE
+
+    try:
+        info = sf.info(str(path))
+        samples = sf.read(str(path), dtype="float32", always_2d=True)[0]
+    except (RuntimeError, sf.SoundFileError) as e:  # LibsndfileError is a RuntimeError
+        raise ValueError(f"{flag} {path} is not audio that soundfile can read ({e}); "
+                         "convert it to .wav or .flac") from None
+    if need_prompt:
+        n16 = math.ceil(info.frames * HUBERT_SR / info.samplerate)  # the length after resampling to 16 kHz
+        if not REF_MIN_SAMPLES_16K <= n16 <= REF_MAX_SAMPLES_16K:
+            raise ValueError(f"{REF_RANGE_MESSAGE}: {flag} {path} is {info.frames / info.samplerate:.2f} s")
+    elif info.frames * 32000 < 2048 * info.samplerate:
+        raise ValueError(f"{flag} {path} is too short ({info.frames / info.samplerate:.3f} s); use 3-10 s of speech")
+    if not np.any(samples):
+        raise ValueError(f"{flag} {path} is silent (every sample is zero); use a recording of the target voice")
+    if not np.all(np.isfinite(samples)):
+        raise ValueError(f"{flag} {path} holds NaN/inf samples; re-export the clip")
+
+
+def check_inputs(args) -> str:
+    """Every check that needs no model, in the order a user would fix them; returns the text."""
+    from gsv_jax.text import segmentation
+
+    check_sampling(args)
+    if args.out is not None or not args.selftest:
+        check_output(args.out or pathlib.Path("out.wav"))
+    if args.selftest:
+        return args.text or "你好，这是一个自检。Hello world!"
+    known = known_languages()
+    check_language(args.text_lang, "--text-lang", known)
+    text = read_text(args)
+    if not text.strip():
+        raise ValueError("the text to speak is empty; give some text with --text or --text-file")
+    segmentation.prepare_segments(text, args.text_lang, args.cut)  # raises when nothing is speakable
+    ref_free = not args.ref_text.strip()
+    if not ref_free:
+        check_language(args.ref_lang, "--ref-lang", known)
+    check_reference(args.ref, "--ref", need_prompt=not ref_free)
+    for aux in args.aux_ref:
+        check_reference(aux, "--aux-ref", need_prompt=False)
+    return text
+
+
 def _load_tts(args):
     from gsv_jax.inference.tts import TTS, MissingModelFiles
 
@@ -111,47 +245,55 @@ def run(args) -> dict:
     import numpy as np
     import soundfile as sf
 
+    text = check_inputs(args)  # before the models: a bad argument costs no loading time
+    scratch = None
+    t0 = time.perf_counter()
     if args.selftest:
         from gsv_jax.inference.selftest import tiny_tts, write_selftest_reference
 
-        tts = tiny_tts()
-        ref_dir = pathlib.Path(args.out).resolve().parent
-        ref = write_selftest_reference(ref_dir / "selftest_ref.wav")
-        text = args.text or "你好，这是一个自检。Hello world!"
+        scratch = pathlib.Path(tempfile.mkdtemp(prefix="gsv_selftest_"))  # nothing lands in the current folder
+        out = args.out or scratch / "out.wav"
+        tts = tiny_tts(folder=scratch / "tokenizer")
+        ref = write_selftest_reference(scratch / "selftest_ref.wav")
         kw = dict(text_lang="auto", ref_wav_path=ref, ref_text="这是参考音频。", ref_lang="zh")
     else:
-        if args.text_file is not None:
-            if not args.text_file.is_file():
-                raise FileNotFoundError(f"text file {args.text_file} not found")
-            text = args.text_file.read_text(encoding="utf-8")
-        elif args.text is not None:
-            text = args.text
-        else:
-            raise ValueError("nothing to say: give --text or --text-file")
-        if args.ref is None:
-            raise ValueError("give a reference clip with --ref (3-10 s of the target voice)")
-        if not args.ref.is_file():
-            raise FileNotFoundError(f"reference audio {args.ref} not found")
+        out = args.out or pathlib.Path("out.wav")
+        if not args.quiet:
+            print("loading models ...", file=sys.stderr, flush=True)
         tts = _load_tts(args)
         kw = dict(text_lang=args.text_lang, ref_wav_path=args.ref, ref_text=args.ref_text, ref_lang=args.ref_lang,
                   aux_refs=args.aux_ref)
-    if args.out.suffix.lower() not in (".wav", ".flac"):
-        raise ValueError(f"output {args.out}: use a .wav or .flac file name")
-    t0 = time.perf_counter()
-    wav, sr = tts.synthesize(text, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
-                             repetition_penalty=args.repetition_penalty, speed=args.speed, cut=args.cut,
-                             noise_scale=args.noise_scale, seed=args.seed, batch_size=args.batch_size,
-                             pause=args.pause, max_new_tokens=args.max_new_tokens or (100 if args.selftest else 1500),
-                             progress=_progress_printer(args.quiet), **kw)
-    wall = time.perf_counter() - t0
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(args.out), np.asarray(wav, np.float32), sr)
+    load = time.perf_counter() - t0
+    try:
+        t0 = time.perf_counter()
+        result = tts.synthesize(text, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
+                                repetition_penalty=args.repetition_penalty, speed=args.speed, cut=args.cut,
+                                noise_scale=args.noise_scale, seed=args.seed, batch_size=args.batch_size,
+                                pause=args.pause,
+                                max_new_tokens=args.max_new_tokens or (100 if args.selftest else 1500),
+                                progress=_progress_printer(args.quiet), **kw)
+        wall = time.perf_counter() - t0
+    finally:
+        if scratch is not None and args.out is not None:
+            shutil.rmtree(scratch, ignore_errors=True)  # only the reference and tokenizer were there
+    wav, sr = result[0], result[1]
+    timings = result[2] if len(result) > 2 else getattr(tts, "last_timings", {})
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(out), np.asarray(wav, np.float32), sr)
+    except (OSError, RuntimeError) as e:  # checked before loading, but the disk can fill or change since
+        raise ValueError(f"cannot write {out} ({e}); the synthesis is lost, choose another --out") from None
     seconds = len(wav) / sr
-    summary = {"out": str(args.out), "audio_seconds": round(seconds, 3), "wall_seconds": round(wall, 3),
-               "rtf": round(wall / max(seconds, 1e-9), 4),
-               "stages": {k: round(v, 3) for k, v in tts.last_timings.items() if isinstance(v, float)}}
-    print(f"wrote {args.out}: {seconds:.2f} s of audio at {sr} Hz in {wall:.2f} s (RTF {summary['rtf']:.3f})")
+    summary = {"out": str(out), "audio_seconds": round(seconds, 3), "wall_seconds": round(wall, 3),
+               "load_seconds": round(load, 3), "rtf": round(wall / max(seconds, 1e-9), 4),
+               "stages": {k: round(v, 3) for k, v in timings.items() if isinstance(v, float)},
+               "no_eos_segments": list(timings.get("no_eos_segments", []))}
+    print(f"wrote {out}: {seconds:.2f} s of audio at {sr} Hz in {wall:.2f} s (RTF {summary['rtf']:.3f}); "
+          f"models loaded in {load:.2f} s")
     print("stages: " + ", ".join(f"{k} {v:.2f} s" for k, v in summary["stages"].items() if k != "audio_seconds"))
+    if summary["no_eos_segments"]:
+        print(f"segments that reached --max-new-tokens without ending: {summary['no_eos_segments']}"
+              + (" (expected with the self-test's random weights)" if args.selftest else ""))
     return summary
 
 
@@ -160,7 +302,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
     try:
         run(args)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError) as e:  # includes MissingModelFiles and CheckpointError
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
