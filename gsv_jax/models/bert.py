@@ -4,11 +4,15 @@ The Hugging Face ``BertModel`` computation (post-LN, absolute positions, exact-e
 for the one thing GPT-SoVITS uses it for: a chosen hidden state (the third from last) over a
 padded batch of token ids. Only the layers up to that hidden state are run.
 
-Parameters are named after the roles, not the Hugging Face module paths; the key map lives in
-``gsv_jax/io/hf.py``. Dense kernels are ``[in, out]`` (attention: ``[embed, heads, head_dim]``).
-The layers are one ``nn.scan`` over parameters stacked on a leading layer axis
-(``params["layers"]["layer"][...]``, shape ``[L, ...]``), so the layer body compiles once.
-:func:`apply` runs the stored stack up to the requested hidden state.
+One layer computation, :func:`layer_forward`, feature-major (``[D, tokens]``, kernels ``[out, in]``).
+Two parameter layouts feed it:
+
+* the stored layout (what ``gsv_jax/io/hf.py`` maps the Hugging Face keys to, and what training,
+  sharding and :func:`init_params` use): kernels ``[in, out]`` (attention ``[embed, heads, head_dim]``),
+  layers stacked on a leading axis under one ``nn.scan`` (``params["layers"]["layer"]``, ``[L, ...]``);
+  :class:`Bert` / :func:`apply` run it, converting each layer with :func:`feature_major` in the trace;
+* the inference layout from :func:`split_layers`: the same conversion done once on the host, one
+  tree per layer, run by :func:`apply_split` (what ``gsv_jax.inference.features.BertFeatures`` uses).
 """
 from __future__ import annotations
 
@@ -62,20 +66,6 @@ def bert_config_from_hf(hf: dict, dtype: str = "float32") -> ml_collections.Conf
     return bert_config(dtype=dtype, **{k: hf.get(k, v) for k, v in LARGE.items()})
 
 
-def _dense(features, names, axis=-1, name=None, dtype=jnp.float32):
-    return nn.DenseGeneral(
-        features,
-        axis=axis,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        kernel_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), names),
-        bias_init=nn.with_logical_partitioning(
-            nn.initializers.zeros_init(), names[-(len(features) if isinstance(features, tuple) else 1):]
-        ),
-        name=name,
-    )
-
-
 def _layer_norm(eps, name, dtype):
     return nn.LayerNorm(
         epsilon=eps,
@@ -88,7 +78,11 @@ def _layer_norm(eps, name, dtype):
 
 
 class BertLayer(nn.Module):
-    """One post-LN transformer layer: self-attention, residual, LN; GELU MLP, residual, LN."""
+    """One post-LN transformer layer: self-attention, residual, LN; GELU MLP, residual, LN.
+
+    Declares the parameters in the checkpoint's layout and computes through :func:`layer_forward`,
+    the one implementation of the layer (inference runs it directly on :func:`split_layers` weights).
+    """
 
     cfg: ml_collections.ConfigDict
 
@@ -98,21 +92,71 @@ class BertLayer(nn.Module):
         dtype = jnp.dtype(cfg.dtype)
         heads = cfg.num_attention_heads
         hd = cfg.hidden_size // heads
-        q = _dense((heads, hd), ("embed", "heads", "kv"), name="query", dtype=dtype)(x)
-        k = _dense((heads, hd), ("embed", "heads", "kv"), name="key", dtype=dtype)(x)
-        v = _dense((heads, hd), ("embed", "heads", "kv"), name="value", dtype=dtype)(x)
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(jnp.float32(hd))
-        probs = jax.nn.softmax(scores + bias, axis=-1).astype(dtype)
-        ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
-        att = _dense(cfg.hidden_size, ("heads", "kv", "embed"), axis=(-2, -1), name="attn_out", dtype=dtype)(ctx)
-        x = _layer_norm(cfg.layer_norm_eps, "attn_norm", dtype)(att + x).astype(dtype)
-        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
-        h = _dense(cfg.intermediate_size, ("embed", "mlp"), name="intermediate", dtype=dtype)(x)
-        h = _ACTIVATIONS[cfg.hidden_act](h)
-        h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
-        h = _dense(cfg.hidden_size, ("mlp", "embed"), name="output", dtype=dtype)(h)
-        x = _layer_norm(cfg.layer_norm_eps, "output_norm", dtype)(h + x).astype(dtype)
-        return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        p = {}
+        for n in ("query", "key", "value"):
+            p[n] = _declare_dense(n, (cfg.hidden_size, heads, hd), ("embed", "heads", "kv"), n_out=2)
+        p["attn_out"] = _declare_dense("attn_out", (heads, hd, cfg.hidden_size), ("heads", "kv", "embed"))
+        p["attn_norm"] = _declare_norm("attn_norm", cfg.hidden_size)
+        p["intermediate"] = _declare_dense("intermediate", (cfg.hidden_size, cfg.intermediate_size), ("embed", "mlp"))
+        p["output"] = _declare_dense("output", (cfg.intermediate_size, cfg.hidden_size), ("mlp", "embed"))
+        p["output_norm"] = _declare_norm("output_norm", cfg.hidden_size)
+        b, length, d = x.shape
+        xt = layer_forward(cfg, feature_major(p, jnp), x.astype(dtype).reshape(b * length, d).T, bias, b)
+        return nn.with_logical_constraint(xt.T.reshape(b, length, d), ("batch", "length", "embed"))
+
+
+def _declare_dense(name, shape, names, n_out=1):
+    """A dense layer's ``kernel`` ``[in..., out...]`` and ``bias`` ``[out...]`` (Hugging Face init)."""
+
+    def declare(scope):
+        kernel = scope.param("kernel", nn.with_logical_partitioning(nn.initializers.normal(0.02), names), shape)
+        bias = scope.param("bias", nn.with_logical_partitioning(nn.initializers.zeros_init(), names[-n_out:]),
+                           shape[-n_out:])
+        return {"kernel": kernel, "bias": bias}
+
+    return _Sub(declare, name=name)()
+
+
+class _Sub(nn.Module):
+    """A named parameter scope (so the tree keeps the ``query/kernel`` layout) built by a function."""
+
+    fn: object
+
+    @nn.compact
+    def __call__(self):
+        return self.fn(self)
+
+
+def _declare_norm(name, width):
+    def declare(scope):
+        return {"scale": scope.param("scale", nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
+                                     (width,)),
+                "bias": scope.param("bias", nn.with_logical_partitioning(nn.initializers.zeros_init(), ("norm",)),
+                                    (width,))}
+
+    return _Sub(declare, name=name)()
+
+
+def feature_major(p: dict, xp=np) -> dict:
+    """One layer's parameters (checkpoint layout) -> the layout :func:`layer_forward` reads: every
+    kernel ``[out, in]`` with an ``[out, 1]`` bias; query, key and value fused into one ``[3D, D]``
+    product. ``xp``: numpy (once, on the host) or jax.numpy (inside a traced function)."""
+
+    def dense(kernel, bias):  # [in, ...out] -> [out, in]
+        return {"kernel": xp.transpose(xp.reshape(kernel, (kernel.shape[0], -1))), "bias": xp.reshape(bias, (-1, 1))}
+
+    qkv_k = xp.concatenate([xp.reshape(p[n]["kernel"], (p[n]["kernel"].shape[0], -1))
+                            for n in ("query", "key", "value")], 1)
+    qkv_b = xp.concatenate([xp.reshape(p[n]["bias"], (-1,)) for n in ("query", "key", "value")])
+    out_k = p["attn_out"]["kernel"]
+    return {
+        "qkv": dense(qkv_k, qkv_b),
+        "attn_out": dense(xp.reshape(out_k, (-1, out_k.shape[-1])), p["attn_out"]["bias"]),
+        "attn_norm": {k: xp.reshape(v, (-1, 1)) for k, v in p["attn_norm"].items()},
+        "intermediate": dense(p["intermediate"]["kernel"], p["intermediate"]["bias"]),
+        "output": dense(p["output"]["kernel"], p["output"]["bias"]),
+        "output_norm": {k: xp.reshape(v, (-1, 1)) for k, v in p["output_norm"].items()},
+    }
 
 
 class Bert(nn.Module):
@@ -216,31 +260,13 @@ def apply(cfg, params, input_ids, attention_mask=None, token_type_ids=None, hidd
 
 
 def split_layers(params: dict, n_layers: int) -> dict:
-    """Inference layout: the first ``n_layers`` layers as a list of separate per-layer trees (on
-    the host, once), every kernel stored ``[out, in]`` with ``[out, 1]`` biases for the
-    feature-major :func:`apply_split`. Unrolled separate arrays: in ``nn.scan`` XLA copies each
-    layer's ~50 MB out of the stack on every call."""
+    """Inference layout: the first ``n_layers`` layers as a list of separate :func:`feature_major`
+    trees (on the host, once). Unrolled separate arrays: in ``nn.scan`` XLA copies each layer's
+    ~50 MB out of the stack on every call."""
     layers = jax.tree.map(np.asarray, params["layers"]["layer"])
     rest = {k: v for k, v in params.items() if k != "layers"}
-
-    def dense(kernel, bias):  # [in, ...out] -> [out, in]
-        k = np.asarray(kernel)
-        return {"kernel": np.ascontiguousarray(k.reshape(k.shape[0], -1).T), "bias": np.asarray(bias).reshape(-1, 1)}
-
-    per_layer = []
-    for i in range(n_layers):
-        p = jax.tree.map(lambda a, i=i: np.ascontiguousarray(a[i]), layers)
-        qkv_k = np.concatenate([p[n]["kernel"].reshape(p[n]["kernel"].shape[0], -1) for n in ("query", "key", "value")], 1)
-        qkv_b = np.concatenate([p[n]["bias"].reshape(-1) for n in ("query", "key", "value")])
-        out_k = p["attn_out"]["kernel"]
-        per_layer.append({
-            "qkv": dense(qkv_k, qkv_b),  # one [3D, D] matmul for query, key and value
-            "attn_out": dense(out_k.reshape(-1, out_k.shape[-1]), p["attn_out"]["bias"]),
-            "attn_norm": {k: np.asarray(v).reshape(-1, 1) for k, v in p["attn_norm"].items()},
-            "intermediate": dense(p["intermediate"]["kernel"], p["intermediate"]["bias"]),
-            "output": dense(p["output"]["kernel"], p["output"]["bias"]),
-            "output_norm": {k: np.asarray(v).reshape(-1, 1) for k, v in p["output_norm"].items()},
-        })
+    per_layer = [jax.tree.map(np.ascontiguousarray, feature_major(jax.tree.map(lambda a, i=i: a[i], layers)))
+                 for i in range(n_layers)]
     return {"embeddings": rest, "layers": per_layer}
 
 
@@ -253,10 +279,10 @@ def _layer_norm_features(x, p, eps):
     return (d * jax.lax.rsqrt(var + eps) * p["scale"] + p["bias"]).astype(x.dtype)
 
 
-def _layer_split(cfg, p, xt, bias, batch: int):
-    """:class:`BertLayer` on one :func:`split_layers` entry, feature-major: ``xt [D, B*L]``.
+def layer_forward(cfg, p, xt, bias, batch: int):
+    """One transformer layer on :func:`feature_major` weights, feature-major: ``xt [D, B*L]``.
     ``W [out, in] @ xt`` runs ~15 % faster in XLA:CPU than ``x @ W`` at these shapes (62 tokens:
-    the weights are the large operand); the products and sums are those of :class:`BertLayer`."""
+    the weights are the large operand). ``bias``: the additive key mask ``[B, 1, 1, L]``."""
     heads = cfg.num_attention_heads
     D = cfg.hidden_size
     hd = D // heads
@@ -286,7 +312,7 @@ def apply_split(cfg, split: dict, input_ids, attention_mask, hidden_state: int):
     bias = jnp.where(attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min)
     xt = x.reshape(B * L, D).T
     for p in split["layers"][:n_run]:
-        xt = _layer_split(cfg, p, xt, bias, B)
+        xt = layer_forward(cfg, p, xt, bias, B)
     return xt.T.reshape(B, L, D)
 
 
