@@ -46,10 +46,42 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def check_args(args) -> None:
+    """Cheap checks before any model or file is touched; each message names the flag and the fix."""
+    out = pathlib.Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the dataset")
+    if args.export_original:
+        if not out.is_dir():
+            raise FileNotFoundError(f"--out {out}: no dataset there to export (prepare one first)")
+        return
+    if args.import_original:
+        if not pathlib.Path(args.import_original).is_dir():
+            raise FileNotFoundError(f"--import-original {args.import_original}: no such folder "
+                                    "(give the original's logs/<experiment> folder)")
+        if args.num_shards < 1:
+            raise ValueError(f"--num-shards must be >= 1, got {args.num_shards}")
+    elif not args.list:
+        raise ValueError("--list is required to prepare a dataset: an annotation file with one "
+                         "'wav_path|speaker|LANG|text' per line (see data/demo/demo.list)")
+    if args.list and not pathlib.Path(args.list).is_file():
+        raise FileNotFoundError(f"--list {args.list} not found" +
+                                (" (it is a folder; give the .list file)" if pathlib.Path(args.list).is_dir() else ""))
+    if args.import_original:
+        return
+    if args.wav_dir and not pathlib.Path(args.wav_dir).is_dir():
+        raise FileNotFoundError(f"--wav-dir {args.wav_dir}: no such folder")
+    for flag, value, ok in (("--chunk-items", args.chunk_items, args.chunk_items >= 1),
+                            ("--batch-size", args.batch_size, args.batch_size >= 1),
+                            ("--chunk-seconds", args.chunk_seconds, args.chunk_seconds > 0)):
+        if not ok:
+            raise ValueError(f"{flag} must be {'> 0' if flag == '--chunk-seconds' else '>= 1'}, got {value}")
+
+
+def run(args) -> None:
     from gsv_jax.data import original_layout, prepare
 
+    check_args(args)
     if args.import_original:
         n = original_layout.import_original(args.import_original, args.out, version=args.version,
                                             num_shards=args.num_shards, list_path=args.list,
@@ -57,18 +89,13 @@ def main(argv=None) -> int:
         print(f"imported {n['items']} items into {args.out}; skipped {len(n['skipped'])}")
         for name, why in list(n["skipped"].items())[:20]:
             print(f"  {name}: {why}")
-        return 0
+        return
     if args.export_original:
         n = original_layout.export_original(args.out, args.export_original, half=args.half,
                                             progress=not args.no_progress)
         print(f"exported {n} items to {args.export_original}")
-        return 0
-    if not args.list:
-        build_parser().error("--list is required to prepare a dataset")
-    try:
-        shard, num_shards = prepare.parse_shard(args.shard)
-    except ValueError as e:
-        build_parser().error(str(e))
+        return
+    shard, num_shards = prepare.parse_shard(args.shard)
     stages = args.stage or ["all"]
     if "all" in stages:
         stages = ["text", "audio", "semantic", "pack"]
@@ -79,6 +106,16 @@ def main(argv=None) -> int:
                               progress=not args.no_progress, batch_size=args.batch_size,
                               meta={"models": {"bert": args.bert, "hubert": args.hubert, "sovits": args.sovits}})
     print(prepare.format_summary(summary))
+    print(f"summary: {summary['summary_path']}")
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (FileNotFoundError, ValueError) as e:  # bad arguments and unreadable inputs: one line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -505,9 +505,11 @@ def load_models(bert=None, hubert=None, sovits=None) -> Callable[[str], Models]:
     """Lazy loader of the real models for each stage (nothing is loaded for a stage with no work)."""
     cache: dict[str, Any] = {}
 
-    def need(flag, path):
+    def need(flag, path):  # checked only when a stage has work, so a finished rerun needs no models
         if path is None:
-            raise SystemExit(f"this stage needs {flag} <path> (a model folder or weights file)")
+            raise ValueError(f"this stage needs {flag} <path> (a model folder or weights file)")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{flag} {path} not found (a model folder or weights file)")
         return path
 
     def get(stage: str) -> Models:
@@ -574,11 +576,11 @@ def prepare(list_path, out, models_fn: Callable[[str], Models], *, stages: Seque
                              "failed": r.failed, "blocked": r.blocked, "seconds": round(r.seconds, 3),
                              "audio_seconds": round(r.audio_seconds, 3)} for r in reports},
     }
-    summary_dir = out / "work"
-    summary_dir.mkdir(parents=True, exist_ok=True)
-    (summary_dir / f"summary-s{shard:05d}of{num_shards:05d}.json").write_text(
-        json.dumps(summary, indent=1, ensure_ascii=False))
+    summary_path = out / "work" / f"summary-s{shard:05d}of{num_shards:05d}.json"
+    summary_path.parent.mkdir(parents=True, exist_ok=True)
+    summary_path.write_text(json.dumps(summary, indent=1, ensure_ascii=False))
     summary["_reports"] = reports
+    summary["summary_path"] = str(summary_path)
     return summary
 
 
