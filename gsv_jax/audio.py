@@ -299,3 +299,33 @@ def pad_reference(wav16k, pad_seconds: float = 0.3, model_sr: int = MODEL_SR) ->
     n = int(model_sr * pad_seconds)
     pad = [(0, 0)] * (wav16k.ndim - 1) + [(0, n)]
     return np.pad(wav16k, pad)
+
+
+# --------------------------------------------------------------------------------------------
+# v3/v4 mel front ends (the CFM prompt and the vocoders' input; docs/v3v4.md)
+
+#: ``mel_fn`` (v3, 24 kHz) and ``mel_fn_v4`` (v4, 32 kHz) of the original's ``TTS.py``
+VOCODER_MEL = {
+    "v3": dict(n_fft=1024, num_mels=100, sampling_rate=24000, hop=256, win=1024),
+    "v4": dict(n_fft=1280, num_mels=100, sampling_rate=32000, hop=320, win=1280),
+}
+SPEC_MIN, SPEC_MAX = -12.0, 2.0  # norm_spec / denorm_spec range
+
+
+def vocoder_mel(wav, version: str) -> jax.Array:
+    """The v3/v4 log-mel exactly as ``TTS.py`` computes it (``mel_spectrogram_torch`` with fmin 0,
+    fmax None, center False): ``wav [..., N]`` at 24 kHz (v3) / 32 kHz (v4) -> ``[..., 100, frames]``,
+    not normalised (see :func:`norm_spec`)."""
+    if version not in VOCODER_MEL:
+        raise ValueError(f"vocoder_mel: version must be 'v3' or 'v4', got {version!r}")
+    return mel_spectrogram(wav, **VOCODER_MEL[version])
+
+
+def norm_spec(x):
+    """``(x - spec_min) / (spec_max - spec_min) · 2 - 1`` (no clipping), as the CFM prompt is normalised."""
+    return (x - SPEC_MIN) / (SPEC_MAX - SPEC_MIN) * 2 - 1
+
+
+def denorm_spec(y):
+    """The inverse of :func:`norm_spec` (the CFM output -> the vocoder's log-mel)."""
+    return (y + 1) / 2 * (SPEC_MAX - SPEC_MIN) + SPEC_MIN
