@@ -18,7 +18,7 @@ import io
 import os
 import pathlib
 import pickle
-import tempfile
+import secrets
 import zipfile
 from typing import Any, ClassVar
 
@@ -323,7 +323,7 @@ class _TorchPickler(pickle._Pickler):  # the pure-Python pickler lets us emit ra
 def _tensorize(obj, storages: list):
     """Replace numpy arrays (and numpy scalars) by tensor references, recursively."""
     if isinstance(obj, np.ndarray) or (hasattr(obj, "__array__") and hasattr(obj, "dtype") and hasattr(obj, "shape")):
-        arr = np.ascontiguousarray(np.asarray(obj))
+        arr = np.require(np.asarray(obj), requirements="C")  # not ascontiguousarray: it makes 0-d arrays 1-d
         ref = _StorageRef(str(len(storages)), arr)
         storages.append(ref)
         strides = tuple(s // arr.itemsize for s in arr.strides) if arr.ndim else ()
@@ -385,7 +385,9 @@ def save_torch_file(obj: Any, path: str | os.PathLike, *, head: bytes | None = N
             raise ValueError(f"unknown version head {head!r}; known: {sorted(HEAD_TO_VERSION)}")
         data = head + data[2:]
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    tmp = str(path.parent / f"{path.name}.{secrets.token_hex(6)}.tmp")
+    # os.open with 0o666 lets the umask decide (mkstemp would make every checkpoint 0600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
