@@ -13,6 +13,8 @@ import jax
 import ml_collections
 import numpy as np
 
+from gsv_jax import families
+
 TINY_S1 = dict(vocab_size=1025, EOS=1024, phoneme_vocab_size=732, embedding_dim=64, hidden_dim=64, head=4,
                n_layer=2, linear_units=256, dropout=0.0, hard_dropout=0.1, corrected_mask=False, dtype="float32")
 TINY_S2 = dict(version="v2", inter_channels=32, filter_channels=64, n_heads=2, n_layers=2, kernel_size=3,
@@ -103,15 +105,16 @@ def _unbox(tree):
     return meta.unbox(tree)
 
 
-def tiny_tts(seed: int = 0, **kwargs):
-    """A :class:`gsv_jax.TTS` over tiny random models (v2 phoneme table)."""
+def tiny_tts(seed: int = 0, folder: pathlib.Path | None = None, **kwargs):
+    """A :class:`gsv_jax.TTS` over tiny random models (v2 phoneme table); ``folder`` receives the
+    tokenizer's vocabulary file (default: a new temporary folder)."""
     from gsv_jax.inference.tts import TTS
 
     kwargs.setdefault("compilation_cache", False)
-    return TTS(tiny_s1(seed), tiny_s2(seed), tiny_bert(seed), tiny_hubert(seed), **kwargs)
+    return TTS(tiny_s1(seed), tiny_s2(seed), tiny_bert(seed, folder), tiny_hubert(seed), **kwargs)
 
 
-def write_selftest_reference(path, seconds: float = 3.5, sr: int = 32000) -> pathlib.Path:
+def write_selftest_reference(path, seconds: float = 3.5, sr: int = families.SOVITS_SAMPLE_RATE) -> pathlib.Path:
     """A voiced-sounding synthetic reference clip (harmonics with a vibrato and an envelope)."""
     import soundfile as sf
 
