@@ -1,59 +1,36 @@
-"""Train S1 (text -> semantic tokens) or S2 (SoVITS GAN) from one CPU to a TPU pod slice.
+"""Train S1 (text -> semantic tokens) or S2 (SoVITS GAN) from one CPU to a TPU pod slice (docs/training.md).
 
-    python train.py --config configs/s1_v2.py --workdir runs/exp1 \\
+    python train.py --config s1_v2 --workdir runs/exp1 \\
         --config.data.exp_dir=logs/myexp --config.train.batch_size=32
-    python train.py --config configs/s1_v2.py --workdir runs/ft --init-from s1v3.ckpt ...   # fine-tune
-    python train.py --config configs/s2_v2.py --workdir runs/s2 --config.data.exp_dir=logs/myexp \\
+    python train.py --config s1_v2 --workdir runs/ft --init-from s1v3.ckpt ...        # fine-tune
+    python train.py --config s2_v2 --workdir runs/s2 --config.data.exp_dir=logs/myexp \\
         --init-from s2G2333k.pth s2D2333k.pth                                # S2 fine-tune (G [D])
-    python train.py --config configs/s1_v2.py --compile-only --topology v5e-16 \\
+    python train.py --config s1_v2 --compile-only --topology v5e-16 \\
         --config.mesh.fsdp=-1 --config.mesh.data=1                          # does it fit? (no TPU needed)
 
-Sections: 1 flags, 2 set-up (distributed, config, task, optimiser), 3 ahead-of-time compile only,
-4 data + initial weights, 5 the loop (auto-resume from --workdir), 6 export.
-Overrides use ml_collections syntax (``--config.train.batch_size=32``); ``--help`` lists flags.
+``--config`` takes a preset shipped in ``gsv_jax/configs/`` (``s1_v1``, ``s1_v2``, ``s1_tiny``,
+``s2_v1``, ``s2_v2``, ``s2_tiny``) or the path of a config file; overrides use ml_collections syntax
+(``--config.train.batch_size=32``); ``--help`` lists the flags. This file only parses the flags, picks
+the task from ``config.train.task`` (``gsv_jax/train/task.py``) and dispatches to its ``train`` or
+``compile_only``. A problem the user can fix (a bad value, a missing file, no usable data) prints
+one line on stderr and exits with status 2, before any slow work.
 """
 from __future__ import annotations
 
-import json
+import difflib
 import os
 import sys
 
-# ---------------------------------------------------------------------------------------------
-# 1. flags (dashed spellings are accepted: --init-from, --compile-only, --fake-devices)
-_DASHED = {"--init-from": "--init_from", "--compile-only": "--compile_only", "--fake-devices": "--fake_devices",
-           "--no-compile-only": "--nocompile_only"}
-
-
-def _normalise_argv(argv):
-    out = []
-    for a in argv:
-        head, sep, tail = a.partition("=")
-        out.append(_DASHED.get(head, head) + sep + tail)
-    return out
-
-
-sys.argv = _normalise_argv(sys.argv)
-
-
-def _early_fake_devices():
-    """--compile-only without --topology compiles for N fake CPU devices; XLA must know N first."""
-    n = None
-    for i, a in enumerate(sys.argv):
-        if a.startswith("--fake_devices="):
-            n = a.split("=", 1)[1]
-        elif a == "--fake_devices" and i + 1 < len(sys.argv):
-            n = sys.argv[i + 1]
-    if n and int(n) > 0:
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={int(n)}").strip()
-        os.environ.setdefault("JAX_PLATFORMS", "cpu")
-
-
-_early_fake_devices()
-
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/s1_v2.py", lock_config=True)
+# dashed spellings are accepted: --init-from, --compile-only, --fake-devices
+_DASHED = {"--init-from": "--init_from", "--compile-only": "--compile_only", "--fake-devices": "--fake_devices",
+           "--no-compile-only": "--nocompile_only", "--hbm-gib": "--hbm_gib", "--stop-after": "--stop_after"}
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "a preset shipped in gsv_jax/configs/ (s1_v1, s1_v2, s1_tiny, s2_v1, s2_v2, s2_tiny; "
+    "e.g. --config s2_v2.py or s2_v2) or the path of a config file", lock_config=True)
 flags.DEFINE_string("workdir", None, "run folder: checkpoints/, tb/, metrics.jsonl, export/ (resumes from it)")
 flags.DEFINE_string("init_from", None, "original S1 .ckpt to fine-tune from (used when workdir has no checkpoint); "
                     "S2: G.pth [D.pth] (original G_*/D_*.pth or pretrained s2G/s2D)")
@@ -64,178 +41,158 @@ flags.DEFINE_integer("fake_devices", 0, "--compile-only without --topology: numb
 flags.DEFINE_integer("tx", 0, "--compile-only: padded phoneme length (default: the largest x bucket)")
 flags.DEFINE_integer("ty", 0, "--compile-only: padded semantic length (default: the largest y bucket)")
 flags.DEFINE_float("hbm_gib", 0.0, "--compile-only: device memory to check against (default: by topology, 16 for v5e)")
-flags.DEFINE_string("export", None, "where to write the final weights as an original .ckpt "
-                    "(default: <workdir>/export/s1-step<N>.ckpt)")
+flags.DEFINE_string("export", None, "where to write the final weights: S1 an original .ckpt (default "
+                    "<workdir>/export/s1-step<N>.ckpt), S2 a folder (default <workdir>/export)")
 flags.DEFINE_integer("stop_after", 0, "stop after this many updates in this invocation (0 = run to num_steps)")
 FLAGS = flags.FLAGS
 
-# TPU generations: chips per "-N" suffix unit and HBM per chip (GiB)
-_TPU = {"v5e": (1, 16.0, 2), "v6e": (1, 32.0, 2), "v4": (2, 32.0, 3), "v5p": (2, 95.0, 3)}
+
+class ArgumentError(Exception):
+    """A command-line problem (printed as one line, exit status 2)."""
 
 
-def topology_name(spec: str) -> tuple[str, float]:
-    """'v5e-16' -> ('v5e:4x4', 16.0); 'v4-32' -> ('v4:2x2x4', 32.0); 'v5e:4x4' passes through."""
-    if ":" in spec:
-        gen = spec.split(":")[0]
-        return spec, _TPU.get(gen, (1, 16.0, 2))[1]
-    gen, _, n = spec.partition("-")
-    if gen not in _TPU or not n.isdigit():
-        raise ValueError(f"--topology {spec!r}: use <generation>-<size> with generation in {sorted(_TPU)} "
-                         "(e.g. v5e-16) or an explicit name like v5e:4x4")
-    per, hbm, ndim = _TPU[gen]
-    chips = int(n) // per
-    if chips < 1:
-        raise ValueError(f"--topology {spec!r}: too small")
-    dims = [1] * ndim
-    i = 0
-    while chips > 1:  # grow the torus as evenly as possible
-        if chips % 2:
-            raise ValueError(f"--topology {spec!r}: chip count must be a power of two")
-        dims[i % ndim] *= 2
-        chips //= 2
-        i += 1
-    return f"{gen}:" + "x".join(str(d) for d in sorted(dims)), hbm
+def normalise_argv(argv: list[str]) -> list[str]:
+    out = []
+    for a in argv:
+        head, sep, tail = a.partition("=")
+        out.append(_DASHED.get(head, head) + sep + tail)
+    return out
 
 
-def _compile_only(config, task, tx, schedule):
-    import jax
-    import numpy as np
-    from jax.sharding import Mesh
+def _flag_value(argv: list[str], name: str) -> tuple[int, str | None]:
+    """(index, value) of ``--name=value`` / ``--name value`` in argv; (-1, None) when absent."""
+    for i, a in enumerate(argv):
+        if a.startswith(f"--{name}="):
+            return i, a.split("=", 1)[1]
+        if a == f"--{name}":
+            return i, argv[i + 1] if i + 1 < len(argv) else ""
+    return -1, None
 
-    from gsv_jax.sharding import MESH_AXES
-    from gsv_jax.train.mesh import resolve_mesh_shape
-    from gsv_jax.train.state import count_params, state_shardings, with_shardings
-    from gsv_jax.train.step import batch_shardings, compiled_report, jit_step, make_step_fn
 
-    hbm = FLAGS.hbm_gib or None
-    if FLAGS.topology:
-        try:
-            from jax.experimental import topologies
+def _use_fake_devices(argv: list[str]):
+    """--compile-only without --topology compiles for N fake CPU devices; XLA must know N before jax starts."""
+    n = _flag_value(argv, "fake_devices")[1]
+    if n and n.isdigit() and int(n) > 0:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                                   + f" --xla_force_host_platform_device_count={int(n)}").strip()
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-            name, default_hbm = topology_name(FLAGS.topology)
-            for k, v in {"TPU_SKIP_MDS_QUERY": "1", "TPU_WORKER_HOSTNAMES": "localhost"}.items():
-                os.environ.setdefault(k, v)
-            devices = list(topologies.get_topology_desc(platform="tpu", topology_name=name).devices)
-            hbm = hbm or default_hbm
-            target = f"{FLAGS.topology} ({name}, {len(devices)} chips, {devices[0].device_kind})"
-        except Exception as e:  # noqa: BLE001
-            raise SystemExit(
-                f"--topology {FLAGS.topology}: could not get the TPU topology description ({type(e).__name__}: {e}).\n"
-                "It needs the libtpu package (`pip install libtpu`, a version matching your jax). Without it, "
-                "use --fake-devices N to compile the same sharded step for N fake CPU devices.")
+
+def _resolve_config(argv: list[str]) -> list[str]:
+    """``--config NAME`` (a shipped preset) -> ``--config <its file>``; a missing file is an ArgumentError."""
+    from gsv_jax import configs
+
+    i, value = _flag_value(argv, "config")
+    if value is None or not value:
+        raise ArgumentError(f"--config is required: a shipped preset ({', '.join(configs.presets())}; "
+                            "e.g. --config s2_v2) or the path of a config file")
+    name, colon, arg = value.partition(":")  # ml_collections' "file.py:argument"
+    try:
+        path = configs.resolve(name)
+    except FileNotFoundError as e:
+        raise ArgumentError(str(e)) from None
+    argv = list(argv)
+    resolved = str(path) + colon + arg
+    if argv[i] == "--config":
+        argv[i + 1] = resolved
     else:
-        devices = jax.devices()
-        target = f"{len(devices)} {devices[0].platform} device(s)"
-    shape = resolve_mesh_shape({a: int(config.mesh[a]) for a in MESH_AXES}, len(devices))
-    mesh = Mesh(np.asarray(devices, dtype=object).reshape(shape), MESH_AXES)
-    rng = jax.random.PRNGKey(0)
-    abstract, shardings = state_shardings(task, tx, mesh, rng)
-    per_update = config.train.batch_size * config.train.accum_steps
-    tx_len = FLAGS.tx or max(config.data.x_buckets)
-    ty_len = FLAGS.ty or max(config.data.y_buckets)
-    spec = task.batch_spec(per_update, tx_len, ty_len)
-    b_sh = batch_shardings(spec, mesh)
-    step = jit_step(make_step_fn(task, tx, schedule, accum_steps=config.train.accum_steps,
-                                 accum_reduce=config.train.accum_reduce, grad_clip=config.train.grad_clip,
-                                 remat=config.train.get("remat", "none")),
-                    shardings, b_sh, mesh)
-    rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    compiled = step.lower(with_shardings(abstract, shardings), with_shardings(spec, b_sh),
-                          jax.ShapeDtypeStruct((2,), np.uint32, sharding=rep)).compile()
-    report = compiled_report(compiled)
-    report.update(target=target, mesh=dict(zip(MESH_AXES, shape)), params=count_params(abstract.params),
-                  batch=per_update, tx=tx_len, ty=ty_len, compute_dtype=str(task.dims.dtype))
-    if hbm and "peak_estimate_bytes" in report:
-        report["device_memory_gib"] = hbm
-        report["fits"] = report["peak_estimate_bytes"] <= hbm * 2**30
-    print(json.dumps(report, indent=1))
-    return report
+        argv[i] = "--config=" + resolved
+    return argv
 
 
-def main(argv):
-    extra_args = list(argv[1:])  # S2: `--init-from G.pth D.pth` leaves D.pth as a positional argument
-    del argv
-    import jax
+def _check_overrides(argv: list[str]):
+    """Every ``--config.a.b=...`` names a key of the config (ml_collections' own error is a traceback)."""
+    from gsv_jax import configs
 
-    # -------------------------------------------------------------------------------------------
-    # 2. set-up
+    overrides = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+    if not overrides:
+        return
+    path = _flag_value(argv, "config")[1].partition(":")[0]
+    try:
+        config = configs.load(path)
+    except Exception as e:  # a user's config file that fails to load
+        raise ArgumentError(f"--config {path}: could not load it ({type(e).__name__}: {e})") from e
+    for key in overrides:
+        node, where = config, "config"
+        for part in key.split("."):
+            if hasattr(node, "keys") and part in node:
+                node, where = node[part], f"{where}.{part}"
+            elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+                node, where = node[int(part)], f"{where}.{part}"
+            else:
+                keys = sorted(node.keys()) if hasattr(node, "keys") else []
+                close = difflib.get_close_matches(part, keys, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                listing = f"(keys of {where}: {', '.join(keys)})" if keys else f"({where} has no sub-keys)"
+                raise ArgumentError(f"--config.{key}: {where} has no key {part!r}; {hint}{listing}")
+
+
+def _one_line(message) -> str:
+    return " ".join(str(message).split())
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """Parse ``argv`` into FLAGS (a clean slate each call); returns the positional arguments."""
+    argv = _resolve_config(argv)
+    _check_overrides(argv)
+    FLAGS.unparse_flags()
+    for name in [n for n in FLAGS if n.startswith("config.")]:  # overrides of an earlier parse (main() in tests)
+        delattr(FLAGS, name)
+    saved, sys.argv = sys.argv, argv  # ml_collections finds the --config.* overrides in sys.argv
+    try:
+        return FLAGS(argv)[1:]
+    except flags.Error as e:
+        raise ArgumentError(_one_line(e)) from None
+    except (AttributeError, KeyError, TypeError, ValueError) as e:  # raised by ml_collections' overrides
+        raise ArgumentError(f"bad --config override: {_one_line(e)}") from None
+    finally:
+        sys.argv = saved
+
+
+def dispatch(positional: list[str]) -> None:
+    """Pick the task from ``config.train.task`` and run its ``compile_only`` or ``train``."""
     from absl import logging as absl_logging
 
     from gsv_jax.train.mesh import maybe_initialize_distributed
+    from gsv_jax.train.task import task_class
 
+    config = _CONFIG.value
+    if "train" not in config:
+        raise ArgumentError("the config has no 'train' section; start from a shipped preset (e.g. --config s1_v2)")
     if not any(a.startswith(("--verbosity", "-v")) for a in sys.argv):
         absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file at INFO
-    if not FLAGS.compile_only:
-        maybe_initialize_distributed()
-    config = _CONFIG.value
-    if config is None:
-        raise app.UsageError("--config is required, e.g. --config configs/s1_v2.py")
-    if config.get("train", {}).get("task", "s1") == "s2":  # SoVITS GAN training (gsv_jax/train/s2_task.py)
-        if not FLAGS.workdir:
-            raise app.UsageError("--workdir is required (the run folder; training resumes from it)")
-        from gsv_jax.train.s2_task import run_training
-
-        init = [p for p in (FLAGS.init_from or "").split(",") if p] + extra_args
-        run_training(config, FLAGS.workdir, init, stop_after=FLAGS.stop_after or None)
-        return
-    if extra_args:
-        raise app.UsageError(f"unexpected arguments {extra_args}")
-    from gsv_jax.train.optim import make_optimizer
-    from gsv_jax.train.s1_task import S1Task, make_s1_data
-
-    task = S1Task.from_config(config)
-    tx, schedule = make_optimizer(config.optim)
-
-    # -------------------------------------------------------------------------------------------
-    # 3. ahead-of-time compile only
+    task = task_class(config.train.get("task", "s1"))
+    init_from = [p for p in (FLAGS.init_from or "").split(",") if p] + positional  # S2: --init-from G.pth D.pth
     if FLAGS.compile_only:
-        _compile_only(config, task, tx, schedule)
+        task.check_config(config, None, (), data=False)
+        task.compile_only(config, topology=FLAGS.topology, tx_len=FLAGS.tx, ty_len=FLAGS.ty, hbm_gib=FLAGS.hbm_gib)
         return
     if not FLAGS.workdir:
-        raise app.UsageError("--workdir is required (the run folder; training resumes from it)")
+        raise ArgumentError("--workdir is required (the run folder; training resumes from it)")
+    task.check_config(config, FLAGS.workdir, init_from)
+    maybe_initialize_distributed()
+    task.train(config, FLAGS.workdir, init_from, stop_after=FLAGS.stop_after or None, export_path=FLAGS.export)
 
-    # -------------------------------------------------------------------------------------------
-    # 4. data and initial weights
-    from gsv_jax.train.loop import LoopConfig, run
-    from gsv_jax.train.mesh import mesh_from_config
 
-    mesh = mesh_from_config(config)
-    data = make_s1_data(config)
-    init_params = None
-    if FLAGS.init_from:
-        from gsv_jax.convert.s1 import read_s1_checkpoint
+def main(argv: list[str] | None = None) -> int:
+    argv = normalise_argv(list(sys.argv if argv is None else argv))
+    if any(a in ("-h", "--help", "--helpshort") for a in argv[1:]):
+        from absl import app
 
-        _, dims, init_params, info = read_s1_checkpoint(FLAGS.init_from)
-        want = task.dims
-        for f in ("vocab_size", "phoneme_vocab_size", "dim", "heads", "n_layer"):
-            if getattr(dims, f) != getattr(want, f):
-                raise app.UsageError(
-                    f"--init-from {FLAGS.init_from}: {f}={getattr(dims, f)} but the config has {getattr(want, f)}; "
-                    "use the matching preset (configs/s1_v1.py for v1 checkpoints, configs/s1_v2.py otherwise)")
-        if jax.process_index() == 0:
-            print(f"fine-tuning from {FLAGS.init_from} ({info})")
+        FLAGS.unparse_flags()
+        FLAGS(argv[:1])
+        app.usage(shorthelp=True, writeto_stdout=True)
+        return 0
+    _use_fake_devices(argv)
+    from gsv_jax.train.task import TrainingSetupError
 
-    # -------------------------------------------------------------------------------------------
-    # 5. the loop
-    cfg = LoopConfig.from_config(config.train)
-    if jax.process_index() == 0:
-        print(f"mesh {dict(mesh.shape)}; {data.batches_per_epoch} batches per epoch; "
-              f"padded shapes (Tx, Ty): {sorted(data.shapes())}")
-    res = run(task, tx, schedule, data, FLAGS.workdir, mesh, cfg, init_params=init_params,
-              stop_after=FLAGS.stop_after or None)
-
-    # -------------------------------------------------------------------------------------------
-    # 6. export (the original's .ckpt, loadable by the original WebUI and by gsv_jax.load_s1)
-    if jax.process_index() == 0 and not res.stopped_by_signal:
-        step = int(jax.device_get(res.state.step))
-        path = FLAGS.export or os.path.join(FLAGS.workdir, "export", f"s1-step{step}.ckpt")
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        task.export_original(res.state.params, path, config, info=f"GPT-e{step}")
-        print(f"exported {path}")
+    try:
+        dispatch(parse_flags(argv))
+    except (ArgumentError, TrainingSetupError) as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    if any(a in ("-h", "--help", "--helpshort") for a in sys.argv[1:]):  # absl would exit 1 after the help
-        FLAGS(sys.argv[:1])
-        app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
-    app.run(main)
+    sys.exit(main())

@@ -43,7 +43,6 @@ def write_model_folder(folder: pathlib.Path) -> pathlib.Path:
     """Full-size random models in the original formats (skipped when already there)."""
     if (folder / "done").exists():
         return folder
-    import importlib.util
 
     import torch
     import transformers
@@ -54,10 +53,9 @@ def write_model_folder(folder: pathlib.Path) -> pathlib.Path:
     from gsv_jax.models.s2.synthesizer import S2ModelConfig
 
     folder.mkdir(parents=True, exist_ok=True)
-    spec = importlib.util.spec_from_file_location("s1_v2", REPO / "configs" / "s1_v2.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    save_s1_torch(S1.random(mod.get_config(), 0), folder / "s1.ckpt")
+    from gsv_jax import configs
+
+    save_s1_torch(S1.random(configs.load("s1_v2"), 0), folder / "s1.ckpt")
     save_s2_torch(new_s2(S2ModelConfig(), seed=0, with_enc_q=False, fast=True), folder / "s2.pth")
     torch.manual_seed(0)
     vocab = _VOCAB + sorted(set(PARAGRAPH + "这是一段用来测试的参考音频。") - set(_VOCAB))
@@ -88,11 +86,10 @@ def run_once(args) -> dict:
     for name in ("first", "second"):
         tts.clear_caches()
         t0, c0 = time.perf_counter(), time.process_time()
-        wav, sr = tts.synthesize(PARAGRAPH, "zh", ref, "这是一段用来测试的参考音频。", "zh", cut="cut5",
+        wav, sr, t = tts.synthesize(PARAGRAPH, "zh", ref, "这是一段用来测试的参考音频。", "zh", cut="cut5",
                                  top_k=15, repetition_penalty=1.35, max_new_tokens=args.tokens, noise_scale=0.5,
-                                 seed=0, batch_size=8)
+                                 seed=0, batch_size=8, return_timings=True)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        t = tts.last_timings
         out[name] = {"wall_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2),
                      "audio_seconds": round(len(wav) / sr, 2),
                      "rtf": round(wall / (len(wav) / sr), 4), "segments": t["segments"],

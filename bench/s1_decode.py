@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs import s1_v2
+from gsv_jax.configs import s1_v2
 from gsv_jax.inference.s1_decoder import S1Decoder
 from gsv_jax.models import s1 as m
 

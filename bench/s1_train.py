@@ -59,7 +59,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax
 import numpy as np
 
-from configs import s1_v2
+from gsv_jax.configs import s1_v2
 from gsv_jax.models.s1 import init_params
 from gsv_jax.train.mesh import make_mesh
 from gsv_jax.train.optim import make_optimizer

@@ -12,7 +12,6 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import importlib.util
 
 import jax
 import numpy as np
@@ -27,14 +26,11 @@ def main():
     ap.add_argument("--batch", type=int, default=1)
     args = ap.parse_args()
 
+    from gsv_jax import configs
     from gsv_jax.inference.s2 import new_s2
     from gsv_jax.models.s2.synthesizer import S2ModelConfig
 
-    path = pathlib.Path(__file__).resolve().parents[1] / "configs" / "s2_v2.py"
-    spec = importlib.util.spec_from_file_location("s2_v2", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    cfg = S2ModelConfig.from_mapping(mod.get_config().model)
+    cfg = S2ModelConfig.from_mapping(configs.load("s2_v2").model)
 
     t0 = time.perf_counter()
     s2 = new_s2(cfg, seed=0, with_enc_q=False, fast=True)

@@ -1,6 +1,6 @@
 """S2 (SoVITS v2) training speed: generator forward+backward and the full G+D step (JSON on stdout).
 
-    python bench/s2_train.py [--batch 4] [--frames 200] [--repeats 3] [--config configs/s2_v2.py]
+    python bench/s2_train.py [--batch 4] [--frames 200] [--repeats 3] [--config s2_v2]
 
 Real v2 architecture, random weights (speed does not depend on values), batch 4, segment 20480
 samples (32 frames); utterances of ``--frames`` spectrogram frames (200 = 4 s). fp32 on the
@@ -10,7 +10,6 @@ and 18.6 s per full step.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import pathlib
 import time
@@ -23,16 +22,15 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 ORIGINAL = {"generator_step_seconds": 11.7, "full_step_seconds": 18.6}
 
 
-def load_config(path):
-    spec = importlib.util.spec_from_file_location("_cfg", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config()
+def load_config(name_or_path):
+    from gsv_jax import configs
+
+    return configs.load(name_or_path)
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--config", default=str(REPO / "configs" / "s2_v2.py"))
+    ap.add_argument("--config", default="s2_v2", help="a preset name (gsv_jax/configs/) or a config file")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=3)

@@ -30,35 +30,35 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gsv_jax.configs import read_section, runtime_field
+
 try:
     import grain.python as grain
 except ImportError:  # pragma: no cover
     grain = None
 
-DEFAULT_Y_BUCKETS = (64, 128, 192, 256, 384, 512, 768, 1024, 1352)
-DEFAULT_X_BUCKETS = (32, 64, 96, 128, 192, 256, 384, 544)
-
-
 @dataclass
 class S1DataConfig:
-    batch_size: int = 8  # global
+    """``config.data`` of S1 training (the field names are the config keys; ``batch_size`` and ``seed``
+    come from ``config.train``). Defaults = the original's filters and our length buckets."""
+
+    dataset: str = ""  # a folder written by gsv_jax.data.format ...
+    exp_dir: str = ""  # ... or the original's prepared experiment folder (2-name2text.txt, 3-bert/, 6-name2semantic.tsv)
+    version: str = "v2"  # phoneme table for exp_dir
     max_sec: float = 54.0
     hz: int = 25
     min_pps: float = 3.0
     max_pps: float = 25.0
-    seed: int = 0
     pad_val: int = 1024
-    y_buckets: Sequence[int] = DEFAULT_Y_BUCKETS
-    x_buckets: Sequence[int] = DEFAULT_X_BUCKETS
+    y_buckets: Sequence[int] = (64, 128, 192, 256, 384, 512, 768, 1024, 1352)
+    x_buckets: Sequence[int] = (32, 64, 96, 128, 192, 256, 384, 544)
     num_threads: int = 4
+    batch_size: int = runtime_field(8)  # global items per batch: train.batch_size * train.accum_steps
+    seed: int = runtime_field(0)  # train.seed
 
     @classmethod
     def from_config(cls, data_cfg, batch_size: int, seed: int = 0) -> S1DataConfig:
-        kw = {k: data_cfg[k] for k in cls.__dataclass_fields__ if k in data_cfg and k not in ("batch_size", "seed")}
-        for k in ("y_buckets", "x_buckets"):
-            if k in kw:
-                kw[k] = tuple(int(v) for v in kw[k])
-        return cls(batch_size=batch_size, seed=data_cfg.get("seed", seed), **kw)
+        return read_section(cls, data_cfg, batch_size=batch_size, seed=seed)
 
 
 def filter_items(ph_lens: np.ndarray, sem_lens: np.ndarray, cfg: S1DataConfig) -> np.ndarray:

@@ -30,7 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gsv_jax import audio
+from gsv_jax import audio, families
+from gsv_jax.configs import read_section, runtime_field
 from gsv_jax.data.pipeline import InMemoryReader, PlannedBatchIterator
 
 HOP = 640
@@ -39,23 +40,39 @@ BOUNDARIES = (32, 300) + tuple(range(400, 2000, 100))
 
 @dataclasses.dataclass(frozen=True)
 class S2DataConfig:
-    batch_size: int = 4  # global batch (all hosts)
-    seed: int = 1234
+    """``config.data`` of S2 training (the field names are the config keys; ``batch_size`` and ``seed``
+    come from ``config.train``): the data source, the audio front (the original ``s2.json`` data section)
+    and the original's item filters and length buckets."""
+
+    dataset: str = ""  # a folder written by gsv_jax.data.format ...
+    exp_dir: str = ""  # ... or the original's prepared experiment folder (2-name2text.txt, 4-cnhubert/, 5-wav32k/)
+    sampling_rate: int = 32000
+    filter_length: int = 2048
+    hop_length: int = HOP
+    win_length: int = 2048
+    n_mel_channels: int = 128
+    mel_fmin: float = 0.0
+    mel_fmax: float | None = None
+    max_wav_value: float = 32768.0
     min_seconds: float = 0.6
     max_seconds: float = 54.0
     boundaries: tuple = BOUNDARIES
     text_multiple: int = 32
     num_threads: int = 4
     repeat_small: bool = True  # < 100 items: repeat the list max(2, 100 // n) times, as the original
+    batch_size: int = runtime_field(4)  # global batch (all hosts): train.batch_size
+    seed: int = runtime_field(1234)  # train.seed
+
+    MEL_FIELDS = ("filter_length", "hop_length", "win_length", "n_mel_channels", "sampling_rate", "mel_fmin",
+                  "mel_fmax")
 
     @classmethod
     def from_config(cls, d, batch_size: int, seed: int = 1234) -> S2DataConfig:
-        d = dict(d.to_dict() if hasattr(d, "to_dict") else (d or {}))
-        kw = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d}
-        kw.update(batch_size=int(batch_size), seed=int(seed))
-        if "boundaries" in kw:
-            kw["boundaries"] = tuple(kw["boundaries"])
-        return cls(**kw)
+        return read_section(cls, d, batch_size=int(batch_size), seed=int(seed))
+
+    def mel_config(self) -> dict:
+        """The mel-spectrogram settings of the generator loss (``gsv_jax.models.s2.training``)."""
+        return {k: getattr(self, k) for k in self.MEL_FIELDS}
 
 
 class OriginalS2Folder:
@@ -97,7 +114,7 @@ class OriginalS2Folder:
         ssl = np.asarray(load_torch_file(self.exp_dir / "4-cnhubert" / f"{name}.pt"))
         ssl = ssl.reshape(ssl.shape[-2], ssl.shape[-1]).astype(np.float16)
         wav, sr = sf.read(str(self.exp_dir / "5-wav32k" / name), dtype="int16", always_2d=True)
-        if sr != 32000:
+        if sr != families.SOVITS_SAMPLE_RATE:
             raise ValueError(f"{name}: 5-wav32k holds {sr} Hz audio; the original writes 32 kHz")
         return {"name": name, "phone_ids": ids, "ssl": ssl, "wav32k": wav[:, 0]}
 
@@ -139,7 +156,8 @@ class S2BatchIterator(PlannedBatchIterator):
         self.reader, self.cfg = reader, cfg
         n_samples = np.asarray(reader.lengths("wav32k"))
         frames = n_samples // HOP
-        keep = (n_samples / 32000 > cfg.min_seconds) & (n_samples / 32000 < cfg.max_seconds)
+        sr = families.SOVITS_SAMPLE_RATE
+        keep = (n_samples / sr > cfg.min_seconds) & (n_samples / sr < cfg.max_seconds)
         idx = np.nonzero(keep)[0]
         if cfg.repeat_small and 0 < len(idx) < 100:
             idx = np.tile(idx, max(2, 100 // len(idx)))
@@ -227,5 +245,6 @@ def make_s2_data(config, process_index: int | None = None, process_count: int | 
     reader = open_training_reader(d, lambda folder: OriginalS2Folder(folder, config.model.get("version", "v2")))
     pi = jax.process_index() if process_index is None else process_index
     pc = jax.process_count() if process_count is None else process_count
-    dcfg = S2DataConfig.from_config(d, batch_size=config.train.batch_size, seed=config.train.get("seed", 1234))
+    train = config.train
+    dcfg = S2DataConfig.from_config(d, batch_size=train.batch_size, seed=train.get("seed", S2DataConfig.seed))
     return S2BatchIterator(reader, dcfg, pi, pc)

@@ -21,19 +21,18 @@ import numpy as np
 
 from gsv_jax.train import checkpoint as ckpt_lib
 from gsv_jax.train.state import TrainState, count_params, create_train_state, state_shardings, with_shardings
-from gsv_jax.train.step import batch_shardings, compiled_report, format_report, jit_step, make_step_fn, to_device_batch
+from gsv_jax.train.step import batch_shardings, compiled_report, format_report, jit_step, to_device_batch
+from gsv_jax.train.task import DataIterator, Task
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoopConfig:
+    """What the loop itself reads from ``config.train`` (tasks extend it: ``S1TrainConfig``, ``S2TrainConfig``)."""
+
     num_steps: int = 1000  # optimizer updates in total (including those before a resume)
     log_every: int = 10
     save_every: int = 1000
-    keep: int = 3
-    accum_steps: int = 1
-    accum_reduce: str = "sum"
-    grad_clip: float = 0.0
-    remat: str = "none"  # "dots": recompute all but weight-matmul outputs in the backward pass
+    keep: int = 3  # checkpoints kept
     seed: int = 1234
     async_checkpoint: bool = True
     progress_bar: bool = True
@@ -41,8 +40,9 @@ class LoopConfig:
 
     @classmethod
     def from_config(cls, train_cfg) -> LoopConfig:
-        kw = {k: train_cfg[k] for k in cls.__dataclass_fields__ if k in train_cfg}
-        return cls(**kw)
+        from gsv_jax.configs import read_section
+
+        return read_section(cls, train_cfg)
 
 
 @dataclass
@@ -85,10 +85,12 @@ def _say(msg: str):
         print(msg, flush=True)
 
 
-def run(task, tx, schedule, data_iter, workdir: str, mesh, cfg: LoopConfig, *, init_params: Any = None,
-        on_log: Callable[[int, dict], None] | None = None, stop_after: int | None = None) -> RunResult:
+def run(task: Task, tx, schedule, data_iter: DataIterator, workdir: str, mesh, cfg: LoopConfig, *,
+        init_params: Any = None, on_log: Callable[[int, dict], None] | None = None,
+        stop_after: int | None = None) -> RunResult:
     """Train until ``cfg.num_steps`` updates (or ``stop_after`` more updates in this call).
 
+    ``task``: a :class:`gsv_jax.train.task.Task` (its ``make_step_fn`` gives the update rule).
     ``data_iter``: iterator of host-local numpy batch dicts with ``get_state()``/``set_state()``.
     ``init_params``: plain parameter tree to start from (fine-tuning) when no checkpoint exists.
     """
@@ -100,7 +102,7 @@ def run(task, tx, schedule, data_iter, workdir: str, mesh, cfg: LoopConfig, *, i
     latest = ckpt.latest_step()
     if latest is not None:
         state, data_state = ckpt.restore(with_shardings(abstract, shardings), latest)
-        if data_state and hasattr(data_iter, "set_state"):
+        if data_state:
             data_iter.set_state(data_state)
         _say(f"resumed from {ckpt.directory} step {latest}")
     else:
@@ -123,12 +125,7 @@ def run(task, tx, schedule, data_iter, workdir: str, mesh, cfg: LoopConfig, *, i
         if key not in compiled_by_shape:
             spec = spec_of(batch)
             b_sh = batch_shardings(spec, mesh)
-            if hasattr(task, "make_step_fn"):  # a task with its own update rule (S2 GAN: D step, then G step)
-                raw_step = task.make_step_fn(tx, schedule)
-            else:
-                raw_step = make_step_fn(task, tx, schedule, accum_steps=cfg.accum_steps,
-                                        accum_reduce=cfg.accum_reduce, grad_clip=cfg.grad_clip, remat=cfg.remat)
-            step_fn = jit_step(raw_step, shardings, b_sh, mesh)
+            step_fn = jit_step(task.make_step_fn(tx, schedule), shardings, b_sh, mesh)
             t0 = time.perf_counter()
             compiled = step_fn.lower(with_shardings(abstract, shardings), spec, rng).compile()
             rep = compiled_report(compiled)
@@ -188,7 +185,7 @@ def run(task, tx, schedule, data_iter, workdir: str, mesh, cfg: LoopConfig, *, i
                 if bar is not None:
                     bar.update(1)
                 # position to resume from = after this step's batch
-                data_pos = data_iter.get_state() if hasattr(data_iter, "get_state") else {}
+                data_pos = data_iter.get_state()
                 if done % cfg.save_every == 0 or done == end:
                     ckpt.save(done, state, data_pos)
                 if ckpt_lib.process_allgather_flag(stop.requested):

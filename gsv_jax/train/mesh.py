@@ -7,6 +7,7 @@ explicit ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID`
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 
@@ -17,6 +18,15 @@ from jax.sharding import Mesh
 from gsv_jax.sharding import MESH_AXES
 
 _started = False
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """``config.mesh``: devices per mesh axis; -1 = all remaining devices (default: pure data parallel)."""
+
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
 
 
 def maybe_initialize_distributed(force: bool | None = None) -> bool:
@@ -67,7 +77,7 @@ def resolve_mesh_shape(sizes: Mapping[str, int], num_devices: int) -> tuple[int,
 def make_mesh(sizes: Mapping[str, int] | None = None, devices: Sequence | None = None) -> Mesh:
     """Mesh over ``devices`` (default: all) with axes ``MESH_AXES``; default = pure data parallel."""
     devices = list(jax.devices() if devices is None else devices)
-    sizes = dict(sizes or {"data": -1, "fsdp": 1, "tensor": 1})
+    sizes = dict(sizes or dataclasses.asdict(MeshConfig()))
     shape = resolve_mesh_shape(sizes, len(devices))
     try:  # topology-aware device order on real accelerators
         from jax.experimental import mesh_utils
@@ -79,7 +89,8 @@ def make_mesh(sizes: Mapping[str, int] | None = None, devices: Sequence | None =
 
 
 def mesh_from_config(config) -> Mesh:
-    """Mesh from ``config.mesh`` (``data``/``fsdp``/``tensor``)."""
-    m = config.get("mesh", None) if hasattr(config, "get") else None
-    sizes = {a: int(m[a]) for a in MESH_AXES} if m is not None else None
-    return make_mesh(sizes)
+    """Mesh from ``config.mesh`` (``data``/``fsdp``/``tensor``; missing keys: :class:`MeshConfig`)."""
+    from gsv_jax.configs import read_section
+
+    m = read_section(MeshConfig, config.get("mesh", None) if hasattr(config, "get") else None)
+    return make_mesh({a: int(getattr(m, a)) for a in MESH_AXES})

@@ -25,6 +25,7 @@ no weight decay on one-dimensional tensors).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -219,30 +220,47 @@ def adamw(schedule: Schedule, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.01) -> o
 # ----------------------------------------------------------------------------------------------
 # From config
 # ----------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class S1OptimConfig:
+    """``config.optim`` of S1 training. Defaults = the original S1 recipe: ScaledAdam, lr 0.01 for the
+    first update then 0.002 (docs/training.md)."""
+
+    name: str = "scaled_adam"  # or "adamw" (new pretraining)
+    schedule: str = "original"  # 0.01 then 0.002 (what the original really does); "warmup_cosine"; "constant"
+    lr: float = 0.01  # first update ("original"), peak ("warmup_cosine") or constant lr
+    locked_lr: float = 0.002  # "original": every later update
+    betas: tuple = (0.9, 0.95)
+    clipping_scale: float = 2.0  # ScaledAdam's own clipping
+    clipping_update_period: int = 1000
+    warmup_steps: int = 2000  # "warmup_cosine" only (as the next four)
+    total_steps: int = 40000
+    init_lr: float = 1e-5
+    end_lr: float = 1e-4
+    weight_decay: float = 0.01  # "adamw" only
+
+
 def make_optimizer(optim_cfg) -> tuple[optax.GradientTransformation, Schedule]:
-    """(transform, schedule) from ``config.optim``.
+    """(transform, schedule) from ``config.optim`` (a mapping or an :class:`S1OptimConfig`).
 
     ``optim.name``: ``"scaled_adam"`` (the original S1 recipe; ``optim.schedule`` ``"original"``
     = 0.01 then 0.002, or ``"warmup_cosine"``/``"constant"``) or ``"adamw"``.
     """
-    name = optim_cfg.name
-    kind = optim_cfg.get("schedule", "original")
-    if kind == "original":
-        schedule = original_s1_schedule(optim_cfg.lr, optim_cfg.get("locked_lr", 0.002))
-    elif kind == "warmup_cosine":
-        schedule = warmup_cosine(optim_cfg.lr, optim_cfg.warmup_steps, optim_cfg.total_steps,
-                                 optim_cfg.get("init_lr", 0.0), optim_cfg.get("end_lr", 0.0))
-    elif kind == "constant":
-        schedule = optax.constant_schedule(optim_cfg.lr)
+    from gsv_jax.configs import read_section
+
+    o = optim_cfg if isinstance(optim_cfg, S1OptimConfig) else read_section(S1OptimConfig, optim_cfg)
+    if o.schedule == "original":
+        schedule = original_s1_schedule(o.lr, o.locked_lr)
+    elif o.schedule == "warmup_cosine":
+        schedule = warmup_cosine(o.lr, o.warmup_steps, o.total_steps, o.init_lr, o.end_lr)
+    elif o.schedule == "constant":
+        schedule = optax.constant_schedule(o.lr)
     else:
-        raise ValueError(f"optim.schedule={kind!r}: use 'original', 'warmup_cosine' or 'constant'")
-    if name == "scaled_adam":
-        tx = scaled_adam(schedule, betas=tuple(optim_cfg.get("betas", (0.9, 0.95))),
-                         clipping_scale=optim_cfg.get("clipping_scale", 2.0),
-                         clipping_update_period=optim_cfg.get("clipping_update_period", 1000))
-    elif name == "adamw":
-        tx = adamw(schedule, *tuple(optim_cfg.get("betas", (0.9, 0.95))),
-                   weight_decay=optim_cfg.get("weight_decay", 0.01))
+        raise ValueError(f"optim.schedule={o.schedule!r}: use 'original', 'warmup_cosine' or 'constant'")
+    if o.name == "scaled_adam":
+        tx = scaled_adam(schedule, betas=tuple(o.betas), clipping_scale=o.clipping_scale,
+                         clipping_update_period=o.clipping_update_period)
+    elif o.name == "adamw":
+        tx = adamw(schedule, *tuple(o.betas), weight_decay=o.weight_decay)
     else:
-        raise ValueError(f"optim.name={name!r}: use 'scaled_adam' or 'adamw'")
+        raise ValueError(f"optim.name={o.name!r}: use 'scaled_adam' or 'adamw'")
     return tx, schedule

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -30,14 +31,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gsv_jax.models.s2.discriminator import (
-    MultiPeriodDiscriminator,
-    discriminator_params_to_state_dict,
-    discriminator_state_dict_to_params,
-)
+from gsv_jax.configs import read_section
+from gsv_jax.convert.s2_discriminator import discriminator_params_to_state_dict, discriminator_state_dict_to_params
+from gsv_jax.models.s2.discriminator import MultiPeriodDiscriminator
 from gsv_jax.models.s2.synthesizer import S2ModelConfig, SynthesizerTrn
 from gsv_jax.models.s2.training import generator_forward
 from gsv_jax.train import s2_losses as L
+from gsv_jax.train.loop import LoopConfig
+from gsv_jax.train.task import Task, TrainingSetupError, data_or_setup_error
 
 LOW_LR_PREFIXES = (("enc_p", "text_embedding"), ("enc_p", "encoder_text"), ("enc_p", "mrte"))
 FROZEN_PREFIXES = (("ssl_proj",), ("quantizer",))
@@ -45,6 +46,8 @@ FROZEN_PREFIXES = (("ssl_proj",), ("quantizer",))
 
 @dataclasses.dataclass(frozen=True)
 class S2OptimConfig:
+    """``config.optim`` of S2 training: the original ``s2.json`` train section (AdamW, per-epoch decay, loss weights)."""
+
     learning_rate: float = 1e-4
     betas: tuple = (0.8, 0.99)
     eps: float = 1e-9
@@ -57,11 +60,20 @@ class S2OptimConfig:
 
     @classmethod
     def from_config(cls, c) -> S2OptimConfig:
-        c = dict(c.to_dict() if hasattr(c, "to_dict") else (c or {}))
-        kw = {f.name: c[f.name] for f in dataclasses.fields(cls) if f.name in c}
-        if "betas" in kw:
-            kw["betas"] = tuple(kw["betas"])
-        return cls(**kw)
+        return read_section(cls, c)
+
+
+@dataclasses.dataclass(frozen=True)
+class S2TrainConfig(LoopConfig):
+    """``config.train`` of S2 training (the GAN step has no accumulation, clipping or remat options)."""
+
+    task: str = "s2"
+    batch_size: int = 8  # global batch (all hosts)
+    num_steps: int = 10000
+    save_every: int = 1000
+    dropout: bool = True
+    disc_width_div: int = 1  # discriminator widths / this (tests use 4; 1 = the original's D)
+    param_sharding: str = "replicated"  # or "logical" (see S2Task)
 
 
 def _label_g(path) -> str:
@@ -107,7 +119,9 @@ def lr_at_epoch(o: S2OptimConfig, epoch):
     return o.learning_rate * jnp.power(jnp.float32(o.lr_decay), jnp.asarray(epoch, jnp.float32) + o.epoch_offset)
 
 
-class S2Task:
+class S2Task(Task):
+    name = "s2"
+
     def __init__(self, model_cfg: S2ModelConfig, optim: S2OptimConfig | None = None, *, dropout: bool = True,
                  mel_cfg: dict | None = None, disc_width_div: int = 1, param_sharding: str = "replicated"):
         if param_sharding not in ("replicated", "logical"):
@@ -129,15 +143,14 @@ class S2Task:
 
     @classmethod
     def from_config(cls, config) -> S2Task:
+        from gsv_jax.data.s2_pipeline import S2DataConfig
+
         model_cfg = S2ModelConfig.from_mapping(config.model)
-        optim = S2OptimConfig.from_config(config.get("optim", {}) or {})
-        train = config.get("train", {}) or {}
-        data = config.get("data", {}) or {}
-        mel = {k: data[k] for k in ("filter_length", "hop_length", "win_length", "n_mel_channels", "sampling_rate",
-                                    "mel_fmin", "mel_fmax") if k in data}
-        return cls(model_cfg, optim, dropout=bool(train.get("dropout", True)), mel_cfg=mel,
-                   disc_width_div=int(train.get("disc_width_div", 1)),
-                   param_sharding=str(train.get("param_sharding", "replicated")))
+        optim = read_section(S2OptimConfig, config.get("optim", None))
+        train = read_section(S2TrainConfig, config.get("train", None))
+        data = read_section(S2DataConfig, config.get("data", None))
+        return cls(model_cfg, optim, dropout=bool(train.dropout), mel_cfg=data.mel_config(),
+                   disc_width_div=int(train.disc_width_div), param_sharding=str(train.param_sharding))
 
     # -- the Task interface ----------------------------------------------------------------------
     def init_params(self, rng):
@@ -263,73 +276,144 @@ class S2Task:
         return step
 
     # -- checkpoints in the original formats -----------------------------------------------------
+    def generator_template(self):
+        """The generator's parameter shapes (unboxed ShapeDtypeStructs; weight norm as ``weight_g/weight_v``)."""
+        return nn.meta.unbox(jax.eval_shape(self.init_params, jax.random.PRNGKey(0)))["g"]
+
     def params_from_original(self, g_path, d_path=None, rng=None):
         """Plain ``{"g", "d"}`` parameters from ``G_*.pth`` / pretrained ``s2G*.pth`` (enc_q from the file
         or freshly initialised when absent, e.g. exported weights) and ``D_*.pth`` / ``s2D*.pth``
         (fresh when ``d_path`` is None). Returns ``(params, info)``; ``info["iteration"]`` is the
         original's epoch counter (0 for pretrained files)."""
-        from gsv_jax.convert.s2 import read_discriminator_state
-        from gsv_jax.inference.s2 import load_s2
+        from gsv_jax.convert import s2 as conv
 
         rng = jax.random.PRNGKey(0) if rng is None else rng
         fresh = None
-        s2 = load_s2(g_path)
-        if s2.config.version != self.config.version:
-            raise ValueError(f"{g_path} is a SoVITS {s2.config.version} model but the config trains "
-                             f"{self.config.version}; use configs/s2_{s2.config.version}.py")
-        g = dict(s2.params)
+        sd, hparams, meta = conv.read_s2_file(g_path)
+        version = meta["detected_version"]
+        conv.refuse_unsupported(g_path, version)
+        if version != self.config.version:
+            raise TrainingSetupError(f"{g_path} is a SoVITS {version} model but the config trains "
+                                     f"{self.config.version}; use --config s2_{version}")
+        g, buffers = conv.state_dict_to_params(sd, self.generator_template(), where=str(g_path))
         if "enc_q" not in g:
             fresh = nn.meta.unbox(self.init_params(rng))
             g["enc_q"] = jax.device_get(fresh["g"]["enc_q"])
         if d_path is not None:
-            d = discriminator_state_dict_to_params(read_discriminator_state(d_path), self.config.version,
+            d = discriminator_state_dict_to_params(conv.read_discriminator_state(d_path), self.config.version,
                                                    where=str(d_path), width_div=self.disc.width_div)
         else:
             fresh = fresh or nn.meta.unbox(self.init_params(rng))
             d = jax.device_get(fresh["d"])
-        from gsv_jax.io.torch_io import load_torch_file
-
-        it = 0
-        try:
-            obj = load_torch_file(g_path)
-            it = int(obj.get("iteration") or 0) if isinstance(obj, dict) else 0
-        except Exception:  # noqa: BLE001 - info only: an unreadable counter counts as 0
-            it = 0
+        it = meta.get("iteration")
         params = jax.tree.map(lambda x: np.asarray(x, np.float32), {"g": g, "d": d})
-        return params, {"iteration": it, "buffers": s2.buffers, "hparams": s2.hparams}
+        return params, {"iteration": int(it) if isinstance(it, (int, float)) else 0, "buffers": buffers,
+                        "hparams": hparams}
 
-    def _s2(self, params_g, buffers=None, hparams=None):
-        from gsv_jax.inference.s2 import S2
+    def generator_state_dict(self, params_g, *, dtype=np.float16, with_enc_q: bool = False, buffers=None) -> dict:
+        """The original's generator state dict (weight norm as ``weight_g/weight_v``)."""
+        from gsv_jax.convert import s2 as conv
 
         g = jax.tree.map(lambda a: np.asarray(jax.device_get(a), np.float32), nn.meta.unbox(params_g))
-        return S2(self.config, g, buffers=buffers, hparams=hparams)
+        wn_layers = {conv.path_to_torch_key(tuple(k.key for k in path[:-1]))
+                     for path, _ in jax.tree_util.tree_leaves_with_path(self.generator_template())
+                     if path[-1].key == "weight_g"}
+        buffers = buffers or conv.default_buffers(np.asarray(g["quantizer"]["vq"]["layers_0"]["_codebook"]["embed"]))
+        return conv.params_to_state_dict(g, wn_layers, dtype=dtype, drop_enc_q=not with_enc_q, buffers=buffers)
+
+    def write_weights(self, params_g, path, *, info: str, buffers=None, hparams=None) -> str:
+        """The exported weights (fp16, no enc_q, ``HParams`` config) that the original WebUI and ``load_s2`` read."""
+        from gsv_jax.convert import s2 as conv
+
+        hps = hparams if hparams is not None else conv.make_hparams(self.config.to_dict(), self.config.version)
+        conv.write_s2_export(path, self.generator_state_dict(params_g, buffers=buffers), hps, info=info,
+                             version=self.config.version)
+        return str(path)
 
     def export_original(self, params, workdir, step: int, epoch: int = 0, *, name: str = "gsv_jax",
                         buffers=None, hparams=None) -> dict:
         """Write ``G_<step>.pth`` / ``D_<step>.pth`` (the original's training checkpoints, fp32, optimizer
         ``None`` -- the original then starts a fresh AdamW) and the exported weights
         ``<name>_e<epoch>_s<step>.pth`` (fp16, no enc_q) that the original WebUI loads."""
-        from gsv_jax.inference.s2 import save_s2_torch
         from gsv_jax.io.torch_io import save_torch_file
 
         workdir = pathlib.Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        s2 = self._s2(params["g"], buffers, hparams)
-        g_sd = s2.state_dict(dtype=np.float32, with_enc_q=True)
+        g_sd = self.generator_state_dict(params["g"], dtype=np.float32, with_enc_q=True, buffers=buffers)
         d_sd = discriminator_params_to_state_dict(params["d"], np.float32)
         paths = {"G": workdir / f"G_{step}.pth", "D": workdir / f"D_{step}.pth",
                  "weights": workdir / f"{name}_e{epoch}_s{step}.pth"}
         lr = self.optim.learning_rate
         save_torch_file({"model": g_sd, "iteration": int(epoch), "optimizer": None, "learning_rate": lr}, paths["G"])
         save_torch_file({"model": d_sd, "iteration": int(epoch), "optimizer": None, "learning_rate": lr}, paths["D"])
-        save_s2_torch(s2, paths["weights"], info=f"{epoch}epoch_{step}iteration")
+        self.write_weights(params["g"], paths["weights"], info=f"{epoch}epoch_{step}iteration", buffers=buffers,
+                           hparams=hparams)
         return {k: str(v) for k, v in paths.items()}
 
     def export_inference(self, params, path, config=None):
-        from gsv_jax.inference.s2 import save_s2_torch
+        return self.write_weights(params["g"], path, info="gsv_jax export")
 
-        save_s2_torch(self._s2(params["g"]), path, info="gsv_jax export")
-        return str(path)
+    # -- run side (train.py) ---------------------------------------------------------------------
+    @classmethod
+    def check_config(cls, config, workdir, init_from=(), *, data=True):
+        super().check_config(config, workdir, init_from, data=data)
+        if len(init_from) > 2:
+            raise TrainingSetupError(f"--init-from takes a generator and optionally a discriminator file, "
+                                     f"got {list(init_from)}")
+
+    @classmethod
+    def train(cls, config, workdir: str, init_from: Sequence[str] = (), *, stop_after: int | None = None,
+              export_path: str | None = None, export: bool = True):
+        """Build the task, data and mesh, run the loop (auto-resume), export to ``export_path``
+        (a folder, default ``<workdir>/export``).
+
+        ``init_from``: ``[G.pth]`` or ``[G.pth, D.pth]`` (original training checkpoints or pretrained
+        ``s2G*.pth`` / ``s2D*.pth``), used when ``workdir`` has no checkpoint yet; the G file's epoch
+        counter continues the learning-rate schedule as the original's resume does.
+        """
+        from gsv_jax.data.s2_pipeline import make_s2_data
+        from gsv_jax.train import checkpoint as ckpt_lib
+        from gsv_jax.train.loop import run
+        from gsv_jax.train.mesh import mesh_from_config
+
+        training_config(config)
+        init_from = [p for p in (init_from or []) if p]
+        cls.check_config(config, None, init_from)
+        task = cls.from_config(config)
+        data = data_or_setup_error(make_s2_data, config)
+        mesh = mesh_from_config(config)
+        probe = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False, clean_unfinished=False)
+        has_ckpt = probe.latest_step() is not None
+        probe.close()
+        init_params, extra = None, {}
+        if init_from:
+            from gsv_jax.io.torch_io import CheckpointError
+
+            try:
+                it = read_iteration(init_from[0])
+                if it:  # the original's resume continues its lr decay from the stored epoch
+                    task = cls(task.config, dataclasses.replace(task.optim, epoch_offset=task.optim.epoch_offset + it),
+                               dropout=not task.model.deterministic, mel_cfg=task.mel_cfg,
+                               disc_width_div=task.disc.width_div, param_sharding=task.param_sharding)
+                if not has_ckpt:
+                    init_params, extra = task.params_from_original(init_from[0],
+                                                                   init_from[1] if len(init_from) > 1 else None)
+            except CheckpointError as e:
+                raise TrainingSetupError(f"--init-from: {e}") from e
+            if init_params is not None and jax.process_index() == 0:
+                print(f"fine-tuning from {init_from} (original epoch {extra['iteration']})", flush=True)
+        train_cfg = read_section(S2TrainConfig, config.train)
+        if jax.process_index() == 0:
+            print(f"mesh {dict(mesh.shape)}; {data.batches_per_epoch} batches per epoch", flush=True)
+        res = run(task, task.tx, lambda step: 0.0, data, workdir, mesh, train_cfg, init_params=init_params,
+                  stop_after=stop_after)
+        if export and jax.process_index() == 0 and not res.stopped_by_signal:
+            step = int(jax.device_get(res.state.step))
+            epoch = int(data.get_state()["epoch"]) + 1 + task.optim.epoch_offset
+            paths = task.export_original(jax.device_get(res.state.params), export_path or os.path.join(workdir, "export"),
+                                         step, epoch, buffers=extra.get("buffers"), hparams=extra.get("hparams"))
+            print(f"exported {paths}", flush=True)
+        return res
 
 
 def golden_batch_from_torch_layout(g) -> dict:
@@ -342,25 +426,6 @@ def golden_batch_from_torch_layout(g) -> dict:
 
 
 
-def training_config(config=None):
-    """``optim``, ``train`` and ``mesh`` sub-configs of S2 training (the original ``s2.json`` train section);
-    added to ``config`` in place when given (only the missing ones)."""
-    import ml_collections
-
-    optim = ml_collections.ConfigDict(dict(
-        learning_rate=1e-4, betas=[0.8, 0.99], eps=1e-9, weight_decay=0.01, lr_decay=0.999875,
-        text_low_lr_rate=0.4, c_mel=45.0, c_kl=1.0, epoch_offset=0))
-    train = ml_collections.ConfigDict(dict(
-        task="s2", batch_size=8, num_steps=10000, log_every=10, save_every=1000, keep=3, seed=1234,
-        dropout=True, async_checkpoint=True, progress_bar=True, tensorboard=True))
-    mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-    if config is not None:
-        for name, sub in (("optim", optim), ("train", train), ("mesh", mesh)):
-            if name not in config:
-                config[name] = sub
-    return optim, train, mesh
-
-
 def read_iteration(g_path) -> int:
     """The original's epoch counter stored in a ``G_*.pth`` (0 for pretrained / exported files)."""
     from gsv_jax.io.torch_io import load_torch_file
@@ -369,49 +434,15 @@ def read_iteration(g_path) -> int:
     return int(obj.get("iteration") or 0) if isinstance(obj, dict) and "model" in obj else 0
 
 
-def run_training(config, workdir: str, init_from=(), *, stop_after: int | None = None, export: bool = True):
-    """``train.py`` for S2: build the task, data and mesh, run the loop (auto-resume), export.
+def training_config(config=None):
+    """``optim``, ``train`` and ``mesh`` sub-configs of S2 training, from their dataclasses' defaults;
+    added to ``config`` in place when given (only the missing ones)."""
+    from gsv_jax.configs import section
+    from gsv_jax.train.mesh import MeshConfig
 
-    ``init_from``: ``[G.pth]`` or ``[G.pth, D.pth]`` (original training checkpoints or pretrained
-    ``s2G*.pth`` / ``s2D*.pth``), used when ``workdir`` has no checkpoint yet; the G file's epoch
-    counter continues the learning-rate schedule as the original's resume does.
-    """
-    from gsv_jax.data.s2_pipeline import make_s2_data
-    from gsv_jax.train.loop import LoopConfig, run
-    from gsv_jax.train.mesh import mesh_from_config
-
-    training_config(config)
-    init_from = [p for p in (init_from or []) if p]
-    if len(init_from) > 2:
-        raise ValueError(f"--init-from takes a generator and optionally a discriminator file, got {init_from}")
-    task = S2Task.from_config(config)
-    if init_from:
-        it = read_iteration(init_from[0])
-        if it:
-            task = S2Task(task.config, dataclasses.replace(task.optim, epoch_offset=task.optim.epoch_offset + it),
-                          dropout=not task.model.deterministic, mel_cfg=task.mel_cfg,
-                          disc_width_div=task.disc.width_div)
-    mesh = mesh_from_config(config)
-    data = make_s2_data(config)
-    init_params, extra = None, {}
-    from gsv_jax.train import checkpoint as ckpt_lib
-
-    probe = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False, clean_unfinished=False)
-    has_ckpt = probe.latest_step() is not None
-    probe.close()
-    if init_from and not has_ckpt:
-        init_params, extra = task.params_from_original(init_from[0], init_from[1] if len(init_from) > 1 else None)
-        if jax.process_index() == 0:
-            print(f"fine-tuning from {init_from} (original epoch {extra['iteration']})", flush=True)
-    cfg = LoopConfig.from_config(config.train)
-    if jax.process_index() == 0:
-        print(f"mesh {dict(mesh.shape)}; {data.batches_per_epoch} batches per epoch", flush=True)
-    res = run(task, task.tx, lambda step: 0.0, data, workdir, mesh, cfg, init_params=init_params,
-              stop_after=stop_after)
-    if export and jax.process_index() == 0 and not res.stopped_by_signal:
-        step = int(jax.device_get(res.state.step))
-        epoch = int(data.get_state()["epoch"]) + 1 + task.optim.epoch_offset
-        paths = task.export_original(jax.device_get(res.state.params), os.path.join(workdir, "export"), step, epoch,
-                                     buffers=extra.get("buffers"), hparams=extra.get("hparams"))
-        print(f"exported {paths}", flush=True)
-    return res
+    optim, train, mesh = section(S2OptimConfig()), section(S2TrainConfig()), section(MeshConfig())
+    if config is not None:
+        for name, sub in (("optim", optim), ("train", train), ("mesh", mesh)):
+            if name not in config:
+                config[name] = sub
+    return optim, train, mesh

@@ -1,19 +1,13 @@
-"""Train state and the "task" interface; parameters and optimizer state are born sharded.
+"""Train state; parameters and optimizer state are born sharded.
 
-A *task* holds everything model-specific (S1 here, S2 later) so that the step, the loop and the
-checkpointing stay model-agnostic. It provides:
-
-* ``init_params(rng) -> params``: parameters, leaves boxed with ``nn.Partitioned`` (logical
-  axis names) as ``model.init(...)["params"]`` returns them;
-* ``loss_fn(params, batch, rng, train) -> (loss, metrics)``: scalar loss to differentiate and a
-  dict of scalar metrics (``tokens`` = target positions counted, for throughput);
-* ``batch_spec(batch_size) -> {name: jax.ShapeDtypeStruct}``: the padded shapes of a batch
-  (leading dim = batch), used for ahead-of-time compilation.
+The model-specific parts come from a task (:class:`gsv_jax.train.task.Task`: ``init_params``,
+``host_init_params``, ``loss_fn``, ``batch_spec``), so that the step, the loop and the
+checkpointing stay model-agnostic.
 
 Creation is abstract-first: ``jax.eval_shape`` gives the shapes and logical names, the rules
 table (``gsv_jax.sharding``) turns them into ``NamedSharding``s, and a jitted init with those
 ``out_shardings`` materialises each shard directly on its device (no host copy of the model).
-A task may instead provide ``host_init_params(seed)`` (plain numpy tree): fresh runs then draw
+When the task's ``host_init_params(seed)`` returns a plain numpy tree, fresh runs instead draw
 parameters on the host and place them shard by shard (S1: a jitted init of the 77 M-parameter
 model compiles for many minutes on CPU). Optimizer statistics inherit their parameter's sharding
 when their shape matches it; everything else (counters, per-tensor scalars) is replicated.
@@ -21,7 +15,7 @@ when their shape matches it; everything else (counters, per-tensor scalars) is r
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import flax
 import flax.linen as nn
@@ -34,13 +28,8 @@ from jax.sharding import PartitionSpec as P
 
 from gsv_jax.sharding import tree_shardings
 
-
-class Task(Protocol):
-    def init_params(self, rng) -> Any: ...
-
-    def loss_fn(self, params, batch, rng, train: bool = True) -> tuple[jnp.ndarray, dict]: ...
-
-    def batch_spec(self, batch_size: int) -> dict: ...
+if TYPE_CHECKING:
+    from gsv_jax.train.task import Task
 
 
 @flax.struct.dataclass
@@ -114,7 +103,7 @@ def create_train_state(task: Task, tx: optax.GradientTransformation, mesh: Mesh,
         p = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), p)
         return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p), rng=r)
 
-    if params is None and hasattr(task, "host_init_params"):  # drawn on the host, then placed
+    if params is None:  # drawn on the host when the task can, then placed
         params = task.host_init_params(int(np.asarray(jax.random.key_data(init_rng)).ravel()[-1]))
     if params is None:
         init = jax.jit(lambda r, sr: from_params(nn.meta.unbox(task.init_params(r)), sr),

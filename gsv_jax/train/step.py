@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -90,8 +91,19 @@ def fsdp_shardings(param_sh):
 REMAT_POLICIES = {"none": None, "dots": "dots_with_no_batch_dims_saveable"}
 
 
-def make_step_fn(task, tx: optax.GradientTransformation, schedule: Callable, *, accum_steps: int = 1,
-                 accum_reduce: str = "sum", grad_clip: float = 0.0, remat: str = "none"):
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    """Options of the generic single-loss step (the ``train`` config keys of the same names)."""
+
+    accum_steps: int = 1  # forwards per optimizer update
+    accum_reduce: str = "sum"  # "sum" (the original S1 recipe) or "mean"
+    grad_clip: float = 0.0  # global-norm clipping; 0 = off
+    remat: str = "none"  # "dots": recompute all but the weight-matmul outputs in the backward pass
+
+
+def make_step_fn(task, tx: optax.GradientTransformation, schedule: Callable, *,
+                 accum_steps: int = StepConfig.accum_steps, accum_reduce: str = StepConfig.accum_reduce,
+                 grad_clip: float = StepConfig.grad_clip, remat: str = StepConfig.remat):
     """The un-jitted pure step function."""
     if accum_reduce not in ("sum", "mean"):
         raise ValueError(f"accum_reduce={accum_reduce!r}: use 'sum' or 'mean'")

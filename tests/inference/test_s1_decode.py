@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import s1_v2
+from gsv_jax.configs import s1_v2
 from gsv_jax.inference.s1_decoder import S1Decoder
 from gsv_jax.models import s1 as m
 

@@ -125,7 +125,7 @@ def test_init_shapes_logical_axes_and_training_mode():
 
 
 def test_full_size_parameter_count():
-    from configs import s1_v1, s1_v2
+    from gsv_jax.configs import s1_v1, s1_v2
 
     for cfg, want in ((s1_v2, 77_606_402), (s1_v1, 77_493_762)):
         dims = m.S1Dims.from_config(cfg.get_config().model)

@@ -7,7 +7,6 @@ latents ~1e-5 relative, ``y_hat`` 1e-4 absolute, losses 1e-4 relative, D logits 
 gradients 1e-3 relative to each tensor's largest magnitude, gradient norms 1e-4 relative, parameters
 after the AdamW steps 1e-7 absolute (elements whose gradient is ~0 excepted: their sign can flip).
 """
-import importlib.util
 import pathlib
 
 import jax
@@ -28,10 +27,9 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def load_config(name):
-    spec = importlib.util.spec_from_file_location(f"_cfg_{name}", REPO / "configs" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config()
+    from gsv_jax import configs
+
+    return configs.load(name)
 
 
 def T(x):

@@ -6,6 +6,7 @@ import pathlib
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -24,9 +25,34 @@ def _train(args, devices=2, timeout=900):
 
 
 def jax_leaf_count(tree):
-    import jax
-
     return len(jax.tree.leaves(tree))
+
+
+def fp16(tree):
+    return jax.tree.map(lambda a: np.asarray(a).astype(np.float16), tree)
+
+
+def saved_params(workdir, step):
+    """The parameters the run itself saved at ``step`` (its orbax checkpoint, read onto one device)."""
+    import logging
+
+    import orbax.checkpoint as ocp
+
+    logging.getLogger("absl").setLevel(logging.ERROR)  # orbax warns about per-item metadata files
+    path = pathlib.Path(workdir) / "checkpoints" / str(step) / "state"
+    ckpt = ocp.StandardCheckpointer()
+    tree = ckpt.metadata(path).item_metadata.tree
+    one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    state = ckpt.restore(path, jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one), tree))
+    assert int(state["step"]) == step
+    return jax.device_get(state["params"])
+
+
+def assert_same_tree(got, want, *, what, rtol=0.0, atol=0.0):
+    assert jax.tree.structure(got) == jax.tree.structure(want), what
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=rtol, atol=atol,
+                                   err_msg=f"{what}{jax.tree_util.keystr(path)}")
 
 
 def _metrics(workdir):
@@ -60,7 +86,7 @@ def test_s2_fine_tune_resume_and_export(tmp_path):
     original experiment folder, stop, resume to a later step, export loadable weights."""
     exp, work = tmp_path / "exp", tmp_path / "run"
     _s2_experiment(exp)
-    common = ["--config", "configs/s2_tiny.py", "--workdir", str(work),
+    common = ["--config", "s2_tiny", "--workdir", str(work),
               "--init-from", str(golden_path("s2_train_tiny_G.pth")), str(golden_path("s2_train_tiny_D.pth")),
               f"--config.data.exp_dir={exp}", "--config.train.batch_size=2", "--config.train.log_every=1",
               "--config.train.save_every=2", "--config.model.segment_size=8", "--config.data.boundaries=(32, 64)",
@@ -84,8 +110,24 @@ def test_s2_fine_tune_resume_and_export(tmp_path):
     assert s2.version == "v2"
     config = tiny_config()
     config.train.disc_width_div = 1  # the golden D, as trained above
-    back, info = S2Task.from_config(config).params_from_original(export / "G_3.pth", export / "D_3.pth")
+    task = S2Task.from_config(config)
+    back, info = task.params_from_original(export / "G_3.pth", export / "D_3.pth")
     assert set(back) == {"g", "d"} and info["iteration"] >= 1
+    # the exported G/D (fp32) hold exactly what the run saved at that step (tolerance: the weight-norm
+    # g/v split and fold of the export, fp32 rounding), and training moved them away from --init-from
+    trained = saved_params(work, 3)
+    assert_same_tree(back, trained, what="G_3/D_3 vs checkpoint 3 ", rtol=1e-6, atol=1e-6)
+    assert_same_tree(task.params_from_original(export / "G_2.pth", export / "D_2.pth")[0], saved_params(work, 2),
+                     what="G_2/D_2 vs checkpoint 2 ", rtol=1e-6, atol=1e-6)
+    init, _ = task.params_from_original(golden_path("s2_train_tiny_G.pth"), golden_path("s2_train_tiny_D.pth"))
+    moved = [float(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32)).max())
+             for a, b in zip(jax.tree.leaves(trained["g"]), jax.tree.leaves(init["g"]))]
+    assert max(moved) > 1e-4, "three steps did not change the generator"
+    # the fp16 inference weights are the trained generator rounded to fp16 (enc_q is not exported)
+    trained_g = {k: v for k, v in trained["g"].items() if k != "enc_q"}
+    weights, _ = task.params_from_original(next(export.glob("gsv_jax_e*_s3.pth")))
+    assert_same_tree({k: v for k, v in weights["g"].items() if k != "enc_q"}, trained_g,
+                     what="exported weights vs checkpoint 3 ", rtol=2e-3, atol=2e-4)
 
 
 @pytest.mark.slow
@@ -102,7 +144,7 @@ def test_s1_train_from_original_folder_and_export(tmp_path):
         sem.append(f"u{i}.wav\t" + " ".join(str(v) for v in rs.randint(0, 1024, 20 + i)))
     (exp / "2-name2text.txt").write_text("\n".join(text) + "\n", encoding="utf-8")
     (exp / "6-name2semantic.tsv").write_text("\n".join(sem) + "\n", encoding="utf-8")
-    out = _train(["--config", "configs/s1_tiny.py", "--workdir", str(work), f"--config.data.exp_dir={exp}",
+    out = _train(["--config", "s1_tiny.py", "--workdir", str(work), f"--config.data.exp_dir={exp}",
                   "--config.train.batch_size=4", "--config.train.accum_steps=1", "--config.train.num_steps=3",
                   "--config.train.log_every=1", "--config.train.progress_bar=False",
                   "--config.train.tensorboard=False"])
@@ -113,6 +155,13 @@ def test_s1_train_from_original_folder_and_export(tmp_path):
 
     s1 = gsv_jax.load_s1(ckpts[0])  # the exported original-format .ckpt loads back
     assert jax_leaf_count(s1.params) > 0
+    # ... and holds exactly the parameters the run saved at its last step, rounded to fp16 as the original stores them
+    from gsv_jax.convert.s1 import read_s1_checkpoint
+
+    _, _, exported, info = read_s1_checkpoint(ckpts[0])
+    trained = saved_params(work, 3)
+    assert_same_tree(exported, fp16(trained), what="s1 export vs checkpoint 3 ")
+    assert info == "GPT-e3"
 
 
 def test_train_help_lists_the_flags():

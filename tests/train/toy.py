@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gsv_jax.train.task import Task
+
 VOCAB, WIDTH, SEQ = 16, 32, 8
 
 
@@ -26,7 +28,7 @@ class ToyLM(nn.Module):
         return (x * scale) @ emb.T
 
 
-class ToyTask:
+class ToyTask(Task):
     def __init__(self):
         self.model = ToyLM()
 

@@ -1,7 +1,7 @@
 """Tiny S1 preset for tests: the shape of the golden ``s1_v2_tiny.ckpt`` (2 layers, width 64, 4 heads)."""
 import ml_collections
 
-from configs import s1_v2
+from gsv_jax.configs import s1_v2
 
 
 def get_config() -> ml_collections.ConfigDict:
