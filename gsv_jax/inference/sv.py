@@ -56,7 +56,8 @@ class SV:
         tb = buckets.ladder(int(frames.max()), self.FRAME_UNIT)
         nb, bb = fbank_lib.samples_for_frames(tb), buckets.pow2(b)
         padded = np.zeros((bb, nb), np.float32)
-        padded[:b, : rows.shape[1]] = rows
+        n = min(rows.shape[1], nb)  # samples past the last complete frame are never read
+        padded[:b, :n] = rows[:, :n]
         full = np.full((bb,), tb, np.int32)
         full[:b] = frames
         return padded, full

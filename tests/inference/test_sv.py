@@ -52,6 +52,8 @@ def test_batches_equal_solo_rows_and_do_not_recompile(sv, golden):
     sv.embed([a[:47000], b[:36000]])
     sv.embed(a[:46500])
     sv.embed(b[:37000])
+    edge = np.concatenate([b, b])[: 400 + 255 * 160 + 50]  # exactly 256 frames + 50 unused samples
+    assert _rel(sv.embed(edge), sv.embed([edge, a])[0]) < 1e-6
     sv.embed(padded[::-1], lengths=[len(b), len(a)])
     assert sv.compilations == n
 
