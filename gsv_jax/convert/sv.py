@@ -108,6 +108,11 @@ def _kind_hint(obj, head: bytes) -> str | None:
     return None
 
 
+def looks_like_sv(obj) -> bool:
+    """True for an ERes2NetV2 state dict (for the GPT / SoVITS readers' "this is the SV model" error)."""
+    return isinstance(obj, dict) and "conv1.weight" in obj and "layer3_ds.weight" in obj and "fuse34.local_att.0.weight" in obj
+
+
 def config_from_state_dict(state: dict, where: str = "checkpoint"):
     """ERes2NetV2 widths from tensor shapes (m_channels, base_width, scale, expansion, blocks)."""
     need = ("conv1.weight", "layer1.0.conv1.weight", "layer1.0.convs.0.weight", "layer1.0.conv3.weight",

@@ -109,3 +109,9 @@ def test_other_state_dicts_are_refused(golden_sd, tmp_path):
     save_torch_file(broken, path)
     with pytest.raises(conv.NotSVError, match="no layer3_ds.weight"):
         conv.read_sv_checkpoint(path)
+
+
+def test_looks_like_sv(golden_sd):
+    assert conv.looks_like_sv(golden_sd)
+    assert not conv.looks_like_sv(load_torch_file(golden_path("s1_v2_tiny.ckpt")))
+    assert not conv.looks_like_sv({"weight": golden_sd})
