@@ -1,0 +1,470 @@
+"""SoVITS v3/v4 inference: ``load_s2_v3`` (full files and LoRA fine-tunes), :class:`S2V3`
+(``decode_mel``, ``synthesize_chunked``, ``synthesize_batched``), ``load_vocoder``, ``vocoder_mel``
+(docs/v3v4.md).
+
+Shapes at this boundary follow the original (channels first): ``codes [1, Tc]`` (or ``[1, 1, Tc]``),
+``phones [1, Tt]``, ``refer_spec [1, 1025, frames]`` (32 kHz linear spectrogram), ``ref_mel [1, 100,
+frames]`` (:func:`vocoder_mel` of the reference, normalised with :func:`gsv_jax.audio.norm_spec`),
+mels ``[B, 100, frames]``. Inside, every jitted program sees lengths padded up to buckets
+(:func:`gsv_jax.inference.buckets.ladder`) with masks carrying the true lengths, so utterances of
+similar length reuse the compiled programs; the CFM sampling loop is one program per
+``(batch, bucket, sample_steps)``.
+"""
+from __future__ import annotations
+
+import functools
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gsv_jax import audio, families
+from gsv_jax.convert import s2 as s2conv
+from gsv_jax.convert import v3 as conv
+from gsv_jax.inference import buckets, programs
+from gsv_jax.io.torch_io import CheckpointError
+from gsv_jax.io.trees import unflatten
+from gsv_jax.models.bigvgan import BigVGAN, BigVGANConfig
+from gsv_jax.models.s2.modules import sequence_mask
+from gsv_jax.models.s2.synthesizer_v3 import SynthesizerTrnV3, V3ModelConfig, init_params, nearest_index
+from gsv_jax.models.vocoder_v4 import VocoderV4, VocoderV4Config
+
+SPEC_BINS = 1025
+MIN_FRAMES = 16
+
+
+def bucket_length(n: int) -> int:
+    return buckets.ladder(n, minimum=MIN_FRAMES)
+
+#: per version: (T_ref, T_chunk, vocoder samples per mel frame, vocoder rate) as TTS.init_vocoder sets them
+CHUNKING = {"v3": (468, 934, 256, 24000), "v4": (500, 1000, 480, 48000)}
+OVERLAP_FRAMES = 12  # overlapped_len of the batched variant
+SOLA_SEARCH = 320
+NO_PROMPT_TEXT = ("prompt_text cannot be empty when using SoVITS v3/v4 (the original's NO_PROMPT_ERROR): give "
+                  "the reference text and its phonemes (ref_phones)")
+
+
+def _as_2d_int(a, what: str) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim == 3 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim == 1:
+        a = a[None]
+    if a.ndim != 2 or a.shape[0] != 1:
+        raise ValueError(f"{what} must be one sequence [1, T] (or [T]), got shape {a.shape}")
+    if not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"{what} must be integer ids, got {a.dtype}")
+    return a.astype(np.int32)
+
+
+@functools.lru_cache(maxsize=8)
+def _template(cfg: V3ModelConfig):
+    return programs.cached_eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0), weight_norm=True),
+                                      "s2v3_template", repr(cfg))
+
+
+# ----------------------------------------------------------------------------------------------
+# jitted cores (shared by every model of the same architecture)
+
+@functools.cache
+def _jitted(cfg: V3ModelConfig):
+    model = SynthesizerTrnV3(cfg)
+    salt = repr(cfg)
+
+    def ref(params, spec, lens):
+        return model.apply({"params": params}, spec, sequence_mask(lens, spec.shape[1]),
+                           method=SynthesizerTrnV3.ref_embedding)
+
+    def encode(params, codes, y_lens, text, t_lens, ge, index, f_lens):
+        return model.apply({"params": params}, codes, sequence_mask(y_lens, 2 * codes.shape[1]), text,
+                           sequence_mask(t_lens, text.shape[1]), ge, index, sequence_mask(f_lens, index.shape[1]),
+                           method=SynthesizerTrnV3.decode_encp)
+
+    def cfm(params, mu, noise, cond, prompt_len, lens, *, n_steps):
+        mask = sequence_mask(lens, mu.shape[1])
+        return model.apply({"params": params}, mu, noise, cond, prompt_len, n_steps, mask,
+                           method=lambda m, *a: m.cfm.sample(*a))
+
+    return (programs.cached_jit(ref, "s2v3_ref", salt), programs.cached_jit(encode, "s2v3_encode", salt),
+            programs.cached_jit(cfm, "s2v3_cfm", salt, static_argnames=("n_steps",)))
+
+
+class S2V3:
+    """A loaded SoVITS v3/v4 model. ``params``: the tree with ``wns1`` weight norm as ``(weight_g,
+    weight_v)`` (training form); inference uses a copy with weight norm folded once."""
+
+    def __init__(self, config: V3ModelConfig, params: dict, *, buffers=None, hparams=None, info=None,
+                 key_order=None, lora: dict | None = None):
+        self.config = config
+        self.params = params
+        self.buffers = buffers or {}
+        self.hparams = hparams
+        self.info = info
+        self.key_order = key_order
+        self.lora = lora  # {"rank", "file"} when this model came from a LoRA fine-tune (merged)
+        self._device_params = None
+        self._jit_ref, self._jit_encode, self._jit_cfm = _jitted(config)
+        self.T_ref, self.T_chunk, self.upsample_rate, self.vocoder_sr = CHUNKING[config.version]
+
+    @property
+    def version(self) -> str:
+        return self.config.version
+
+    @property
+    def sampling_rate(self) -> int:
+        """Rate of the synthesised audio (the vocoder's)."""
+        return self.vocoder_sr
+
+    @property
+    def default_steps(self) -> int:
+        return families.family(self.version).sample_steps
+
+    @property
+    def device_params(self):
+        if self._device_params is None:
+            self._device_params = jax.tree_util.tree_map(jnp.asarray, s2conv.fold_weight_norm(self.params))
+        return self._device_params
+
+    # --- encoder --------------------------------------------------------------------------------
+    def ref_embedding(self, refer_spec) -> jax.Array:
+        """``refer_spec [1, 1025, frames]`` -> ``ge [1, 1, gin]`` (device array)."""
+        s = np.asarray(refer_spec, np.float32)
+        if s.ndim == 2:
+            s = s[None]
+        if s.ndim != 3 or s.shape[0] != 1 or s.shape[1] != SPEC_BINS or s.shape[2] < 1:
+            raise ValueError(f"refer_spec must be one linear spectrogram [1, {SPEC_BINS}, frames >= 1] "
+                             f"(gsv_jax.spectrogram of the 32 kHz reference), got shape {s.shape}")
+        n = s.shape[2]
+        x = np.zeros((1, bucket_length(n), SPEC_BINS), np.float32)
+        x[0, :n] = s[0].T
+        return self._jit_ref(self.device_params, jnp.asarray(x), jnp.asarray([n], jnp.int32))
+
+    def encode(self, codes, phones, ge, *, with_x: bool = False):
+        """``decode_encp``: codes + phonemes -> ``fea [model_dim, frames]`` (numpy, channels first)."""
+        c = self.config
+        codes = _as_2d_int(codes, "codes")
+        phones = _as_2d_int(phones, "phones")
+        Tc, Tt = codes.shape[1], phones.shape[1]
+        if Tc < 1 or Tt < 1:
+            raise ValueError(f"empty input: {Tc} codes, {Tt} phonemes (give at least one of each)")
+        if codes.min() < 0 or codes.max() >= c.codebook_bins:
+            raise ValueError(f"semantic codes must be in 0..{c.codebook_bins - 1}, found {codes.min()}..{codes.max()}"
+                             " (strip the EOS token 1024 first)")
+        if phones.min() < 0 or phones.max() >= c.n_symbols:
+            raise ValueError(f"phoneme ids must be in 0..{c.n_symbols - 1}, found {phones.min()}..{phones.max()}")
+        Tcb, Ttb = bucket_length(Tc), bucket_length(Tt)
+        idx = nearest_index(2 * Tc, c.upsample)
+        Tf = len(idx)
+        Tfb = int(np.floor(2 * Tcb * c.upsample))
+        cp = np.zeros((1, Tcb), np.int32)
+        cp[0, :Tc] = codes[0]
+        tp = np.zeros((1, Ttb), np.int32)
+        tp[0, :Tt] = phones[0]
+        ip = np.zeros((1, Tfb), np.int32)
+        ip[0, :Tf] = idx
+        fea, x = self._jit_encode(self.device_params, jnp.asarray(cp), jnp.asarray([2 * Tc], jnp.int32),
+                                  jnp.asarray(tp), jnp.asarray([Tt], jnp.int32), ge, jnp.asarray(ip),
+                                  jnp.asarray([Tf], jnp.int32))
+        fea = np.asarray(fea)[0, :Tf].T
+        return (fea, np.asarray(x)[0, : 2 * Tc].T) if with_x else fea
+
+    def prompt(self, ref_codes, ref_phones, refer_spec, ref_mel):
+        """``(ge, fea_ref [C, T_min], mel2 [100, T_min])`` as ``using_vocoder_synthesis`` trims them:
+        both cut to their first ``T_min = min`` frames, then to their last ``T_ref`` if longer."""
+        if ref_phones is None or np.size(ref_phones) == 0:
+            raise ValueError(NO_PROMPT_TEXT)
+        mel = np.asarray(ref_mel, np.float32)
+        if mel.ndim == 2:
+            mel = mel[None]
+        if mel.ndim != 3 or mel.shape[0] != 1 or mel.shape[1] != self.config.mel_dim:
+            raise ValueError(f"ref_mel must be [1, {self.config.mel_dim}, frames]: vocoder_mel(reference, "
+                             f"{self.version!r}) normalised with norm_spec; got shape {mel.shape}")
+        ge = self.ref_embedding(refer_spec)
+        fea_ref = self.encode(ref_codes, ref_phones, ge)
+        t_min = min(mel.shape[2], fea_ref.shape[1])
+        mel2, fea_ref = mel[0, :, :t_min], fea_ref[:, :t_min]
+        if t_min > self.T_ref:
+            mel2, fea_ref = mel2[:, -self.T_ref:], fea_ref[:, -self.T_ref:]
+        return ge, fea_ref, mel2
+
+    # --- CFM ------------------------------------------------------------------------------------
+    def cfm(self, fea_refs, mel2s, chunks, sample_steps: int, noises=None, seed=None) -> list:
+        """One batched ``CFM.inference`` call: row b samples ``[fea_refs[b]; chunks[b]]`` with prompt
+        ``mel2s[b]`` (normalised). ``noises[b] [100, P_b + L_b]`` standard normal (drawn from ``seed`` if
+        None). Returns the generated (normalised) mels ``[100, L_b]`` after each row's prompt."""
+        c = self.config
+        B = len(chunks)
+        P = [m.shape[1] for m in mel2s]
+        L = [ch.shape[1] for ch in chunks]
+        T = [p + n for p, n in zip(P, L)]
+        Tb = bucket_length(max(T))
+        mu = np.zeros((B, Tb, c.model_dim), np.float32)
+        cond = np.zeros((B, Tb, c.mel_dim), np.float32)
+        x0 = np.zeros((B, Tb, c.mel_dim), np.float32)
+        rng = np.random.default_rng(seed) if noises is None else None
+        for b in range(B):
+            if fea_refs[b].shape[1] != P[b]:
+                raise ValueError(f"row {b}: prompt features ({fea_refs[b].shape[1]}) and prompt mel ({P[b]}) differ")
+            mu[b, : T[b]] = np.concatenate([fea_refs[b], chunks[b]], 1).T
+            cond[b, : P[b]] = mel2s[b].T
+            if noises is None:
+                x0[b, : T[b]] = rng.standard_normal((T[b], c.mel_dim), dtype=np.float32)
+            else:
+                n = np.asarray(noises[b], np.float32)
+                if n.ndim == 3:
+                    n = n[0]
+                if n.shape != (c.mel_dim, T[b]):
+                    raise ValueError(f"noise of row {b} must be [{c.mel_dim}, {T[b]}] (prompt {P[b]} + target "
+                                     f"{L[b]} frames), got {n.shape}")
+                x0[b, : T[b]] = n.T
+        steps = int(sample_steps)
+        if steps < 1:
+            raise ValueError(f"sample_steps must be >= 1, got {sample_steps}")
+        out = np.asarray(self._jit_cfm(self.device_params, jnp.asarray(mu), jnp.asarray(x0), jnp.asarray(cond),
+                                       jnp.asarray(P, jnp.int32), jnp.asarray(T, jnp.int32), n_steps=steps))
+        return [out[b, P[b]: T[b]].T for b in range(B)]
+
+    # --- public synthesis -------------------------------------------------------------------------
+    def decode_mel(self, codes, phones, ref_codes, ref_phones, refer_spec, ref_mel, sample_steps: int | None = None,
+                   noise=None, *, seed: int | None = None) -> np.ndarray:
+        """One CFM pass (= one chunk of the original's ``using_vocoder_synthesis``): the denormalised
+        mel ``[1, 100, frames]`` of the target (the vocoder's input). ``noise``: the start noise
+        ``[1, 100, T_prompt + T_target]`` for parity. Targets longer than one chunk: :meth:`synthesize_chunked`."""
+        ge, fea_ref, mel2 = self.prompt(ref_codes, ref_phones, refer_spec, ref_mel)
+        fea = self.encode(codes, phones, ge)
+        chunk_len = self.T_chunk - mel2.shape[1]
+        if fea.shape[1] > chunk_len:
+            raise ValueError(f"target of {fea.shape[1]} mel frames is longer than one chunk ({chunk_len} with this "
+                             "prompt); use synthesize_chunked")
+        steps = self.default_steps if sample_steps is None else sample_steps
+        mel = self.cfm([fea_ref], [mel2], [fea], steps, None if noise is None else [noise], seed)[0]
+        return np.asarray(audio.denorm_spec(mel))[None]
+
+    def _check_vocoder(self, vocoder):
+        if vocoder is None:
+            raise ValueError(f"a vocoder is needed: load_vocoder({conv.VOCODER_FILES[self.version]!r})")
+        if getattr(vocoder, "version", None) != self.version:
+            raise ValueError(f"this is a SoVITS {self.version} model but the vocoder is the {vocoder.version} one "
+                             f"({vocoder.sampling_rate} Hz); {self.version} needs {conv.VOCODER_FILES[self.version]}")
+
+    def synthesize_chunked(self, codes, phones, ref_codes, ref_phones, refer_spec, ref_mel, *, vocoder,
+                           sample_steps: int | None = None, noises=None, seed: int | None = None,
+                           return_mel: bool = False):
+        """The original's ``using_vocoder_synthesis``: the target cut into ``T_chunk - T_min`` frame
+        chunks, each sampled with the previous chunk's last ``T_min`` frames as its prompt, mels
+        concatenated, one vocoder call. ``noises``: one start noise per chunk. Returns the waveform ``[N]``."""
+        self._check_vocoder(vocoder)
+        steps = self.default_steps if sample_steps is None else sample_steps
+        ge, fea_ref, mel2 = self.prompt(ref_codes, ref_phones, refer_spec, ref_mel)
+        t_min = mel2.shape[1]
+        chunk_len = self.T_chunk - t_min
+        fea = self.encode(codes, phones, ge)
+        n_chunks = -(-fea.shape[1] // chunk_len)
+        if noises is not None and len(noises) != n_chunks:
+            raise ValueError(f"the target needs {n_chunks} chunks; give that many noises (got {len(noises)})")
+        mels = []
+        for k in range(n_chunks):
+            chunk = fea[:, k * chunk_len: (k + 1) * chunk_len]
+            out = self.cfm([fea_ref], [mel2], [chunk], steps, None if noises is None else [noises[k]],
+                           None if seed is None else seed + k)[0]
+            mel2, fea_ref = out[:, -t_min:], chunk[:, -t_min:]
+            mels.append(out)
+        mel = np.asarray(audio.denorm_spec(np.concatenate(mels, 1)))[None]
+        wav = vocoder(mel)[0]
+        return (wav, mel) if return_mel else wav
+
+    def synthesize_batched(self, codes_list, phones_list, ref_codes, ref_phones, refer_spec, ref_mel, *, vocoder,
+                           sample_steps: int | None = None, noise=None, seed: int | None = None,
+                           return_details: bool = False):
+        """The original's ``using_vocoder_synthesis_batched_infer``: every segment's features joined,
+        12 zero frames in front, overlapping ``chunk_len`` chunks (overlap 12) sampled as ONE CFM batch
+        with the same prompt, mels joined, one vocoder call, chunks re-joined with SOLA, the audio split
+        per segment. ``noise [chunks, 100, T_prompt + chunk_len]``. Returns one waveform per segment."""
+        self._check_vocoder(vocoder)
+        if len(codes_list) != len(phones_list) or not codes_list:
+            raise ValueError("give one phoneme sequence per code sequence (and at least one segment)")
+        steps = self.default_steps if sample_steps is None else sample_steps
+        ge, fea_ref, mel2 = self.prompt(ref_codes, ref_phones, refer_spec, ref_mel)
+        chunk_len = self.T_chunk - mel2.shape[1]
+        ov, U = OVERLAP_FRAMES, self.upsample_rate
+        feats = [self.encode(c, p, ge) for c, p in zip(codes_list, phones_list)]
+        lens = [f.shape[1] for f in feats]
+        padded = np.pad(np.concatenate(feats, 1), ((0, 0), (ov, 0)))
+        chunks, pos, padding_len = [], 0, 0
+        while True:  # the original's loop, including where it stops
+            if pos != 0:
+                pos -= ov
+            chunk = padded[:, pos: pos + chunk_len]
+            pos += chunk_len
+            if chunk.shape[1] == 0:
+                break
+            padding_len = chunk_len - chunk.shape[1]
+            chunks.append(np.pad(chunk, ((0, 0), (0, padding_len))))
+        n = len(chunks)
+        if noise is not None:
+            noise = np.asarray(noise, np.float32)
+            if noise.ndim != 3 or noise.shape[0] != n:
+                raise ValueError(f"noise must be [{n} chunks, 100, {mel2.shape[1] + chunk_len}], got {noise.shape}")
+        mels = self.cfm([fea_ref] * n, [mel2] * n, chunks, steps, None if noise is None else list(noise), seed)
+        mel = np.asarray(audio.denorm_spec(np.concatenate(mels, 1)))[None]
+        wav = vocoder(mel)[0]
+        frags = [wav[p: p + chunk_len * U] for p in range(0, wav.shape[0], chunk_len * U)]
+        joined, shifts = sola(frags, ov * U)
+        joined = joined[ov * U: joined.shape[0] - padding_len * U] if padding_len > 0 else joined[ov * U:]
+        out, start = [], 0
+        for n_frames in lens:
+            out.append(joined[start: start + n_frames * U])
+            start += n_frames * U
+        if return_details:
+            return out, {"mel": mel, "sola_shifts": shifts, "chunks": n}
+        return out
+
+    # --- export -----------------------------------------------------------------------------------
+    def state_dict(self, *, dtype=np.float16) -> dict:
+        """The original's state dict (``wns1`` weight norm as ``weight_g/weight_v``; fp16 as ``savee`` writes)."""
+        return conv.params_to_state_dict(self.params, buffers=self.buffers, dtype=dtype, key_order=self.key_order)
+
+
+def sola(fragments: list, overlap: int, search: int = SOLA_SEARCH):
+    """The original's ``sola_algorithm``: for each boundary find the shift of the next fragment that
+    best matches the previous one's last ``overlap`` samples (normalised cross-correlation over
+    ``overlap + search`` samples), drop that tail, cross-fade with a periodic Hann window. Returns
+    ``(joined waveform, shifts)``."""
+    frags = [np.asarray(f, np.float32).copy() for f in fragments]
+    w = audio.hann_window(2 * overlap)
+    shifts = []
+    for i in range(len(frags) - 1):
+        f1, f2 = frags[i], frags[i + 1]
+        w1 = f1[-overlap:].astype(np.float64)
+        w2 = f2[: overlap + search].astype(np.float64)
+        num = np.correlate(w2, w1, mode="valid")
+        den = np.correlate(w2 * w2, np.ones(overlap), mode="valid") + 1e-8
+        idx = int(np.argmax(num / np.sqrt(den)))
+        shifts.append(idx)
+        frags[i] = f1[:-overlap]
+        f2_ = f2[idx:].copy()
+        f2_[:overlap] = w[:overlap] * f2_[:overlap] + w[overlap:] * f1[-overlap:]
+        frags[i + 1] = f2_
+    return np.concatenate(frags), shifts
+
+
+# ----------------------------------------------------------------------------------------------
+# vocoders
+
+class Vocoder:
+    """A loaded vocoder: ``voc(mel [B, 100, frames]) -> waveform [B, frames · hop]`` (numpy float32;
+    mels denormalised, as the CFM output after :func:`gsv_jax.audio.denorm_spec`)."""
+
+    def __init__(self, version: str, module, params: dict, source: str = ""):
+        self.version = version
+        self.module = module
+        self.params = jax.tree_util.tree_map(jnp.asarray, params)
+        self.hop = module.config.hop
+        self.sampling_rate = module.config.sampling_rate
+        self.source = source
+        self._jit = programs.cached_jit(lambda p, m, n: module.apply({"params": p}, m, n), f"vocoder_{version}",
+                                        repr(module.config))
+
+    def __call__(self, mel, lengths=None) -> np.ndarray:
+        m = np.asarray(mel, np.float32)
+        if m.ndim == 2:
+            m = m[None]
+        if m.ndim != 3 or m.shape[1] != 100:
+            raise ValueError(f"vocoder input must be a mel [B, 100, frames], got shape {m.shape}")
+        B, _, T = m.shape
+        lens = np.full((B,), T) if lengths is None else np.asarray(lengths).reshape(-1)
+        Tb = bucket_length(T)
+        x = np.zeros((B, Tb, 100), np.float32)
+        x[:, :T] = m.transpose(0, 2, 1)
+        wav = np.asarray(self._jit(self.params, jnp.asarray(x), jnp.asarray(lens, jnp.int32)))
+        return wav[:, : T * self.hop]
+
+
+def _tree(sd: dict) -> dict:
+    return unflatten({conv.key_to_path(k): np.asarray(v, np.float32) for k, v in sd.items()})
+
+
+def _check_vocoder_tree(module, params, where):
+    import flax.linen as nn
+
+    from gsv_jax.io.trees import flatten
+
+    expect = nn.meta.unbox(jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 100))))["params"])
+    fe, fp = flatten(expect), flatten(params)
+    missing, extra = sorted(set(fe) - set(fp)), sorted(set(fp) - set(fe))
+    bad = [k for k in set(fe) & set(fp) if tuple(fe[k].shape) != tuple(fp[k].shape)]
+    if missing or extra or bad:
+        raise CheckpointError(f"{where}: the weights do not fit the vocoder: missing {[conv.path_to_key(k) for k in missing[:4]]}, "
+                              f"unexpected {[conv.path_to_key(k) for k in extra[:4]]}, shapes differ {bad[:3]}")
+
+
+def load_vocoder(path) -> Vocoder:
+    """The v3 BigVGAN folder (``config.json`` + ``bigvgan_generator.pt``) or the v4 ``vocoder.pth``."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"vocoder not found: {path} (v3: the folder {conv.VOCODER_FILES['v3']}, v4: "
+                                f"{conv.VOCODER_FILES['v4']})")
+    if path.is_dir():
+        cfg, sd = conv.read_bigvgan(path)
+        module = BigVGAN(BigVGANConfig.from_json(cfg))
+        version = "v3"
+    else:
+        sd = conv.read_vocoder_v4(path)
+        module = VocoderV4(VocoderV4Config(upsample_initial_channel=int(sd["conv_pre.weight"].shape[0])))
+        version = "v4"
+    params = _tree(sd)
+    _check_vocoder_tree(module, params, str(path))
+    return Vocoder(version, module, params, str(path))
+
+
+def vocoder_mel(wav, version: str) -> np.ndarray:
+    """``TTS.py``'s mel of a waveform for ``version`` (v3: 24 kHz audio, v4: 32 kHz): ``[1, 100, frames]``,
+    log, not normalised."""
+    w = np.asarray(wav, np.float32)
+    if w.ndim == 1:
+        w = w[None]
+    return np.asarray(audio.vocoder_mel(w, version))
+
+
+# ----------------------------------------------------------------------------------------------
+# loading / saving
+
+def load_s2_v3(path, base=None) -> S2V3:
+    """Load a SoVITS v3/v4 file (``s2Gv3.pth``, ``s2Gv4.pth``, a fine-tuned export) or a LoRA
+    fine-tune merged onto ``base`` (its full model)."""
+    path = pathlib.Path(path)
+    sd, hps, meta = conv.read_v3_file(path)
+    version = meta["version"]
+    lora = None
+    if meta["lora"]:
+        if base is None:
+            raise conv.LoraBaseError(
+                f"{path} is a SoVITS {version} LoRA fine-tune: load it with its base model, "
+                f"load_s2(..., base='{conv.BASE_FILES[version]}') (the original's pretrained_models/"
+                f"{conv.BASE_FILES[version]})")
+        base_sd, base_hps, base_meta = conv.read_v3_file(base)
+        if base_meta["lora"]:
+            raise conv.LoraBaseError(f"base {base} is itself a LoRA file; give the full {version} model "
+                                     f"({conv.BASE_FILES[version]})")
+        if base_meta["version"] != version:
+            raise conv.LoraBaseError(f"{path} is a {version} LoRA but {base} is a {base_meta['version']} model; "
+                                     f"its base is {conv.BASE_FILES[version]}")
+        rank = meta["lora_rank"]
+        if rank is None:
+            raise CheckpointError(f"{path}: a LoRA file without 'lora_rank'")
+        sd = conv.merge_lora(base_sd, sd, int(rank))
+        hps = base_hps if hps is None else hps
+        lora = {"rank": int(rank), "file": str(path), "base": str(base)}
+    elif base is not None:
+        raise ValueError(f"{path} is a full {version} model; base= is only for LoRA fine-tunes")
+    cfg = V3ModelConfig(**conv.config_from_state_dict(sd, hps, version))
+    params, buffers = conv.state_dict_to_params(sd, _template(cfg), where=str(path))
+    return S2V3(cfg, params, buffers=buffers, hparams=hps, info=meta.get("info"), key_order=list(sd), lora=lora)
+
+
+def save_s2_v3_torch(s2: S2V3, path, *, info: str | None = None) -> None:
+    """Export as the original's full-model file (``savee``: fp16, plain zip, pickled ``HParams``);
+    a merged LoRA model is written as a full model (LoRA files themselves are read only)."""
+    hps = s2.hparams if s2.hparams is not None else conv.make_hparams(s2.config.to_dict(), s2.version)
+    conv.write_v3_export(path, s2.state_dict(), hps, info=info or s2.info or "gsv_jax export", version=s2.version)
