@@ -57,8 +57,8 @@ class S1DataConfig:
     seed: int = runtime_field(0)  # train.seed
 
     @classmethod
-    def from_config(cls, data_cfg, batch_size: int, seed: int = 0) -> S1DataConfig:
-        return read_section(cls, data_cfg, batch_size=batch_size, seed=seed)
+    def from_config(cls, data_cfg, batch_size: int, seed: int | None = None) -> S1DataConfig:
+        return read_section(cls, data_cfg, batch_size=batch_size, seed=cls.seed if seed is None else seed)
 
 
 def filter_items(ph_lens: np.ndarray, sem_lens: np.ndarray, cfg: S1DataConfig) -> np.ndarray:

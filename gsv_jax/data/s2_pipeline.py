@@ -67,8 +67,8 @@ class S2DataConfig:
                   "mel_fmax")
 
     @classmethod
-    def from_config(cls, d, batch_size: int, seed: int = 1234) -> S2DataConfig:
-        return read_section(cls, d, batch_size=int(batch_size), seed=int(seed))
+    def from_config(cls, d, batch_size: int, seed: int | None = None) -> S2DataConfig:
+        return read_section(cls, d, batch_size=int(batch_size), seed=int(cls.seed if seed is None else seed))
 
     def mel_config(self) -> dict:
         """The mel-spectrogram settings of the generator loss (``gsv_jax.models.s2.training``)."""
@@ -246,5 +246,5 @@ def make_s2_data(config, process_index: int | None = None, process_count: int | 
     pi = jax.process_index() if process_index is None else process_index
     pc = jax.process_count() if process_count is None else process_count
     train = config.train
-    dcfg = S2DataConfig.from_config(d, batch_size=train.batch_size, seed=train.get("seed", S2DataConfig.seed))
+    dcfg = S2DataConfig.from_config(d, batch_size=train.batch_size, seed=train.get("seed"))
     return S2BatchIterator(reader, dcfg, pi, pc)

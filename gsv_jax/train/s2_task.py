@@ -122,8 +122,10 @@ def lr_at_epoch(o: S2OptimConfig, epoch):
 class S2Task(Task):
     name = "s2"
 
-    def __init__(self, model_cfg: S2ModelConfig, optim: S2OptimConfig | None = None, *, dropout: bool = True,
-                 mel_cfg: dict | None = None, disc_width_div: int = 1, param_sharding: str = "replicated"):
+    def __init__(self, model_cfg: S2ModelConfig, optim: S2OptimConfig | None = None, *,
+                 dropout: bool = S2TrainConfig.dropout, mel_cfg: dict | None = None,
+                 disc_width_div: int = S2TrainConfig.disc_width_div,
+                 param_sharding: str = S2TrainConfig.param_sharding):
         if param_sharding not in ("replicated", "logical"):
             raise ValueError(f"param_sharding={param_sharding!r}: use 'replicated' or 'logical'")
         # "replicated" (default): pure data parallelism over every mesh axis that divides the batch.
