@@ -26,7 +26,7 @@ _INDEXED_RE = re.compile(rf"^({'|'.join(_INDEXED)})_(\d+)$")
 _BUFFER_SUFFIXES = ("_codebook.inited", "_codebook.cluster_size", "_codebook.embed_avg")
 
 class UnsupportedVersionError(CheckpointError):
-    """A SoVITS file of a version this port cannot run yet (v2Pro, v2ProPlus, v3, v4)."""
+    """A SoVITS file of a version this port cannot run yet (``families.Family.supported`` is False)."""
 
 
 def torch_key_to_path(key: str) -> tuple:
@@ -166,6 +166,8 @@ def config_from_state_dict(sd: dict, version: str) -> dict:
     default_rates = {5: [10, 8, 2, 2, 2]}
     if len(ups) not in default_rates:
         raise CheckpointError(f"cannot infer upsample rates for {len(ups)} upsampling layers; pass a config")
+    pro = families.family(version).speaker_verification
+    extra = {"sv_dim": int(shape("sv_emb.weight")[1])} if pro else {}
     return {
         "version": version,
         "inter_channels": shape("enc_p.proj.weight")[0] // 2,
@@ -174,7 +176,7 @@ def config_from_state_dict(sd: dict, version: str) -> dict:
         "n_heads": hidden // dk,
         "n_layers": n_layers,
         "kernel_size": shape("enc_p.encoder_text.ffn_layers.0.conv_1.weight")[-1],
-        "p_dropout": 0.1,
+        "p_dropout": 0.0 if pro else 0.1,  # s2v2Pro*.json: 0.0
         "resblock": "1",
         "resblock_kernel_sizes": rk,
         "resblock_dilation_sizes": [[1, 3, 5]] * nk,
@@ -183,6 +185,7 @@ def config_from_state_dict(sd: dict, version: str) -> dict:
         "upsample_kernel_sizes": kernels,
         "gin_channels": shape("dec.cond.weight")[1],
         "semantic_frame_rate": "25hz",
+        **extra,
     }
 
 
@@ -271,7 +274,8 @@ def params_to_state_dict(params: dict, wn_layers: set[str], *, dtype=np.float16,
     for k, v in (buffers or {}).items():
         sd[k] = np.asarray(v)
     # order like the original: keep the module order of the model (enc_p, dec, enc_q, flow, ref_enc, ssl_proj, quantizer)
-    order = ["enc_p.", "dec.", "enc_q.", "flow.", "ref_enc.", "ssl_proj.", "quantizer."]
+    order = ["enc_p.", "dec.", "enc_q.", "flow.", "ref_enc.", "ssl_proj.", "quantizer.", "sv_emb.", "ge_to512.",
+             "prelu."]
     ranked = sorted(sd, key=lambda k: next((i for i, p in enumerate(order) if k.startswith(p)), len(order)))
     if key_order:  # the order of the file the model came from
         pos = {k: i for i, k in enumerate(key_order)}
@@ -298,15 +302,26 @@ def make_hparams(model_cfg: dict, version: str, name: str = "gsv_jax") -> HParam
              "segment_size": 20480, "init_lr_ratio": 1, "warmup_epochs": 0, "c_mel": 45, "c_kl": 1.0,
              "text_low_lr_rate": 0.4}
     model = {k: v for k, v in model_cfg.items() if k not in ("spec_channels", "segment_size", "ssl_dim",
-                                                              "codebook_bins")}
+                                                              "codebook_bins", "sv_dim")}
     model.update({"n_layers_q": 3, "use_spectral_norm": False, "freeze_quantizer": True, "version": version})
     return HParams(train=train, data=data, model=model, version=version, name=name,
                    save_weight_dir=f"SoVITS_weights_{version}")
 
 
-def write_s2_export(path, state_dict: dict, hparams, info: str = "gsv_jax export") -> None:
-    """Write the exported-weights format (``{"weight", "config", "info"}``; v1/v2 are plain zips)."""
-    save_torch_file({"weight": state_dict, "config": hparams, "info": info}, path)
+def export_head(version: str) -> bytes | None:
+    """The 2-byte head the original's exporter (``process_ckpt.savee``) writes for ``version``: its
+    family's head for v2Pro* (``my_save2``: ``05``/``06``), None (a plain zip) for v1/v2."""
+    fam = families.family(version)
+    return fam.head if fam.speaker_verification else None
+
+
+def write_s2_export(path, state_dict: dict, hparams, info: str = "gsv_jax export", *, version: str | None = None) -> None:
+    """Write the exported-weights format (``{"weight", "config", "info"}``): v1/v2 plain zips, v2Pro*
+    with the head ``05``/``06`` in place of ``PK`` (``version`` defaults to ``hparams.model.version``)."""
+    if version is None:
+        model = hparams.get("model") if isinstance(hparams, (dict, HParams)) else None
+        version = (model.get("version") if isinstance(model, (dict, HParams)) else None) or "v2"
+    save_torch_file({"weight": state_dict, "config": hparams, "info": info}, path, head=export_head(version))
 
 
 def read_discriminator_state(path) -> dict:

@@ -1,9 +1,12 @@
 """Public S2 (SoVITS) API: ``load_s2``, :class:`S2` (``extract_latent``, ``decode``), ``save_s2_torch``.
 
+v2Pro / v2ProPlus models fuse every reference's speaker-verification embedding into ``ge``
+(``decode(..., sv_emb=...)``, one ``[1, 20480]`` per reference; docs/s2.md, "v2Pro and v2ProPlus").
+
 Shapes at this boundary follow the original (channels first): ``ssl [B, 768, T]``,
 ``spec [B, 1025, frames]``, ``noise [B, inter, frames']``. Inside, the jitted functions see lengths
-padded up to buckets (``bucket_length``) with masks carrying the true lengths, so a steady stream of
-requests compiles a handful of shapes once.
+padded up to buckets (``buckets.ladder``, at least 16 frames) with masks carrying the true lengths,
+so a steady stream of requests compiles a handful of shapes once.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import numpy as np
 
 from gsv_jax import families
 from gsv_jax.convert import s2 as conv
-from gsv_jax.inference import programs
+from gsv_jax.inference import buckets, programs
 from gsv_jax.io.torch_io import CheckpointError, HParams
 from gsv_jax.io.trees import flatten, unflatten
 from gsv_jax.models.s2.generator import prepare_generator
@@ -26,17 +29,9 @@ from gsv_jax.models.s2.synthesizer import S2ModelConfig, SynthesizerTrn, init_pa
 
 SAMPLE_RATE = families.SOVITS_SAMPLE_RATE  # the VITS families' output rate
 SPEC_BINS = 1025
+MIN_FRAMES = 16  # the smallest padded length of every S2 sequence
 OWN_CONFIG = "s2_config.json"
 OWN_PARAMS = "s2_params.npz"
-
-
-def bucket_length(n: int, minimum: int = 16, steps_per_octave: int = 8) -> int:
-    """Round ``n`` up to a bucket: multiples of ``2**(floor(log2 n) - log2(steps))`` (<= 12.5% padding)."""
-    n = max(int(n), 1)
-    if n <= minimum:
-        return minimum
-    step = max(1, 2 ** (int(np.floor(np.log2(n))) - int(np.log2(steps_per_octave))))
-    return -(-n // step) * step
 
 
 @functools.lru_cache(maxsize=8)
@@ -52,7 +47,7 @@ def _wn_layers(cfg: S2ModelConfig) -> set:
 
 
 class S2:
-    """A loaded SoVITS model (v1 / v2).
+    """A loaded SoVITS model (v1 / v2 / v2Pro / v2ProPlus).
 
     ``params``: the parameter tree with weight norm as ``(weight_g, weight_v)`` (training form;
     includes ``enc_q`` when the file had it). Inference uses a copy with weight norm folded once.
@@ -83,6 +78,11 @@ class S2:
     @property
     def family(self) -> families.Family:
         return families.family(self.version)
+
+    @property
+    def speaker_verification(self) -> bool:
+        """Whether :meth:`decode` needs ``sv_emb`` (the speaker embedding of each reference; v2Pro*)."""
+        return self.config.speaker_verification
 
     @property
     def infer_params(self):
@@ -119,21 +119,59 @@ class S2:
         T = ssl.shape[2]
         if T < 2:
             raise ValueError(f"ssl has {T} frame(s); at least 2 (one 25 Hz code) are needed")
-        Tp = 2 * bucket_length(T // 2)
+        Tp = 2 * buckets.ladder(T // 2, minimum=MIN_FRAMES)
         x = np.zeros((ssl.shape[0], Tp, ssl.shape[1]), np.float32)
         x[:, :T] = ssl.transpose(0, 2, 1)
         codes = self._jit_latent(self.device_params, jnp.asarray(x))
         return np.asarray(codes)[:, : T // 2]
 
-    def ref_embedding(self, spec) -> np.ndarray:
-        """Reference spectrogram(s) -> ``ge [R, gin]``: one row per reference (each at its true length)."""
+    def ref_embedding(self, spec, sv_emb=None) -> np.ndarray:
+        """Reference spectrogram(s) -> ``ge [R, gin]``: one row per reference (each at its true length).
+
+        v2Pro*: with ``sv_emb`` (one embedding per reference, see :meth:`decode`) each row is the fused
+        ``prelu(ge + sv_emb(sv))`` that flow and decoder see (before averaging); without it, the
+        reference encoder's own output."""
+        specs = self._as_spec_list(spec)
+        svs = self._as_sv_list(sv_emb, len(specs))
         ges = []
-        for s in self._as_spec_list(spec):  # one at a time: few shapes to compile, the encoder is cheap
+        for s, sv in zip(specs, svs):  # one at a time: few shapes to compile, the encoder is cheap
             n = s.shape[-1]
-            x = np.zeros((1, bucket_length(n), SPEC_BINS), np.float32)
+            x = np.zeros((1, buckets.ladder(n, minimum=MIN_FRAMES), SPEC_BINS), np.float32)
             x[0, :n] = s.T
-            ges.append(np.asarray(self._jit_ref(self.device_params, jnp.asarray(x), jnp.asarray([n], jnp.int32)))[0, 0])
+            sv = None if sv is None else jnp.asarray(sv)
+            ges.append(np.asarray(self._jit_ref(self.device_params, jnp.asarray(x), jnp.asarray([n], jnp.int32),
+                                                sv))[0, 0])
         return np.stack(ges)
+
+    def _as_sv_list(self, sv_emb, n: int) -> list:
+        """``sv_emb`` -> ``n`` arrays ``[1, sv_dim]`` (one per reference / spec row) or ``n`` Nones."""
+        if sv_emb is None:
+            return [None] * n
+        if not self.speaker_verification:
+            raise ValueError(f"sv_emb is only used by v2Pro/v2ProPlus models; this is a {self.version} model: "
+                             "leave sv_emb out")
+        dim = self.config.sv_dim
+        if isinstance(sv_emb, (list, tuple)):
+            items = [np.asarray(e, np.float32) for e in sv_emb]
+        else:
+            a = np.asarray(sv_emb, np.float32)
+            items = [a] if a.ndim == 1 else list(a[:, None]) if a.ndim == 2 else [a]
+        rows = []
+        for i, e in enumerate(items):
+            if e.ndim == 2 and e.shape[0] == 1:
+                e = e[0]
+            if e.ndim != 1 or e.shape[0] != dim:
+                raise ValueError(f"sv_emb {i}: a speaker embedding is [{dim}] or [1, {dim}] (ERes2NetV2 of the "
+                                 f"reference at 16 kHz, gsv_jax.load_sv(...).embed(wav16k)), got shape {tuple(e.shape)}")
+            if not np.all(np.isfinite(e)):
+                raise ValueError(f"sv_emb {i} contains NaN or inf")
+            rows.append(e[None])
+        if len(rows) == 1 and n > 1:
+            rows = rows * n
+        if len(rows) != n:
+            raise ValueError(f"{len(rows)} speaker embedding(s) for {n} reference(s): give one sv_emb per "
+                             "reference (a list aligned with the list of spectrograms), or one per spec row")
+        return rows
 
     def _as_spec_list(self, spec) -> list:
         """-> list of ``[1025, frames]`` arrays (one per reference / row)."""
@@ -171,19 +209,27 @@ class S2:
 
     # ------------------------------------------------------------------------------------------
     def decode(self, codes, phones, spec, noise_scale: float = 0.5, speed: float = 1.0, noise=None,
-               codes_lens=None, phones_lens=None, *, seed: int | None = None) -> list:
+               codes_lens=None, phones_lens=None, *, seed: int | None = None, sv_emb=None) -> list:
         """Semantic codes + phonemes + reference spectrogram(s) -> list of 32 kHz waveforms (float32).
 
         ``codes [B, Tc]`` (or the original's ``[1, B, Tc]``), ``phones [B, Tt]``; ``spec`` either
         ``[B or 1, 1025, frames]`` (one reference per row, or shared) or a list of ``[1, 1025, frames_i]``
         (several references, averaged as the original does, shared by all rows). ``noise``: the
         standard-normal draw ``[B, inter, frames']`` for parity; otherwise drawn from ``seed``.
+        ``sv_emb`` (v2Pro/v2ProPlus, required there): the speaker embedding of each reference, aligned
+        with ``spec``: a list of ``[1, 20480]`` for a list of references, ``[B or 1, 20480]`` for a
+        spec array; each reference's ``ge`` is fused with its own embedding before the average.
         """
-        out = self._decode_batch(codes, phones, spec, noise_scale, speed, noise, codes_lens, phones_lens, seed)
+        out = self._decode_batch(codes, phones, spec, noise_scale, speed, noise, codes_lens, phones_lens, seed,
+                                 sv_emb=sv_emb)
         return out["wavs"]
 
     def _decode_batch(self, codes, phones, spec, noise_scale=0.5, speed=1.0, noise=None, codes_lens=None,
-                      phones_lens=None, seed=None, with_aux=False) -> dict:
+                      phones_lens=None, seed=None, with_aux=False, sv_emb=None) -> dict:
+        if self.speaker_verification and sv_emb is None:
+            raise ValueError(
+                f"this {self.version} model needs the speaker embedding of every reference: decode(..., "
+                "sv_emb=[sv.embed(ref_wav_16k)[None]]) with sv = gsv_jax.load_sv('pretrained_eres2netv2w24s4ep4.ckpt')")
         cfg = self.config
         codes = np.asarray(codes)
         if codes.ndim == 3:
@@ -225,9 +271,10 @@ class S2:
 
         # reference embedding(s)
         if isinstance(spec, (list, tuple)):
-            ge = self.ref_embedding(spec).mean(0, keepdims=True)  # several references: arithmetic mean
+            # several references: arithmetic mean (v2Pro*: of the per-reference fused embeddings)
+            ge = self.ref_embedding(spec, sv_emb).mean(0, keepdims=True)
         else:
-            ge = self.ref_embedding(spec)
+            ge = self.ref_embedding(spec, sv_emb)
         if ge.shape[0] == 1 and B > 1:
             ge = np.repeat(ge, B, 0)
         if ge.shape[0] != B:
@@ -235,12 +282,12 @@ class S2:
                              "or a list of references")
 
         # lengths and buckets
-        Tc = bucket_length(int(c_lens.max()))
-        Tt = bucket_length(int(p_lens.max()))
+        Tc = buckets.ladder(int(c_lens.max()), minimum=MIN_FRAMES)
+        Tt = buckets.ladder(int(p_lens.max()), minimum=MIN_FRAMES)
         y_lens = 2 * c_lens
         # the original resizes to int(T / speed) + 1 frames whenever speed != 1
         out_lens = y_lens if speed == 1.0 else np.array([int(n / speed) + 1 for n in y_lens])
-        T_out = 2 * bucket_length(-(-int(out_lens.max()) // 2))
+        T_out = 2 * buckets.ladder(-(-int(out_lens.max()) // 2), minimum=MIN_FRAMES)
         codes_p = np.zeros((B, Tc), np.int32)
         phones_p = np.zeros((B, Tt), np.int32)
         for b in range(B):
@@ -282,8 +329,16 @@ class S2:
         path.mkdir(parents=True, exist_ok=True)
         flat = {conv.path_to_torch_key(p): np.asarray(v) for p, v in flatten(self.params).items()}
         flat.update({k: np.asarray(v) for k, v in self.buffers.items()})
-        np.savez(path / OWN_PARAMS, **flat)
-        (path / OWN_CONFIG).write_text(json.dumps({"model": self.config.to_dict(), "info": self.info}, indent=1))
+        meta = {"model": self.config.to_dict(), "info": self.info,
+                # what the original file held beyond the weights, so an export gives it back unchanged
+                "hparams": self.hparams.to_dict() if isinstance(self.hparams, HParams) else self.hparams,
+                "key_order": self.key_order}
+        for name, write in ((OWN_PARAMS, lambda f: np.savez(f, **flat)),
+                            (OWN_CONFIG, lambda f: f.write(json.dumps(meta, indent=1).encode()))):
+            tmp = path / (name + ".tmp")
+            with open(tmp, "wb") as f:  # temp file + rename: a reader never sees half a file
+                write(f)
+            tmp.replace(path / name)
 
     def state_dict(self, *, dtype=np.float16, with_enc_q: bool = False) -> dict:
         """The original's state dict (weight norm as ``weight_g/weight_v``, fp16 by default)."""
@@ -326,10 +381,16 @@ def _extract_latent(model, params, ssl):
     return model.apply({"params": params}, ssl, method=SynthesizerTrn.extract_latent)
 
 
-def _ref_embedding(model, params, spec, lens):
+def _ref_embedding(model, params, spec, lens, sv):
+    """``ge [1, 1, gin]`` of one reference; v2Pro* with ``sv [1, sv_dim]``: fused with its speaker embedding."""
     params = _kernels_to_torch_layout(params)
     mask = sequence_mask(lens, spec.shape[1])
-    return model.apply({"params": params}, spec, mask, method=SynthesizerTrn.ref_embedding)
+
+    def run(m):
+        ge = m.ref_embedding(spec, mask)
+        return ge if sv is None else m.fuse_speaker(ge, sv)
+
+    return model.apply({"params": params}, method=run)
 
 
 def _decode_core(model, params, prepared, codes, y_lens, text, text_lens, ge, eps, noise_scale, out_lens):
@@ -342,7 +403,7 @@ def _decode_core(model, params, prepared, codes, y_lens, text, text_lens, ge, ep
         y_mask = sequence_mask(y_lens, T)
         text_mask = sequence_mask(text_lens, text.shape[1])
         q = m.quantized_from_codes(codes)
-        x = m.prior(q, y_mask, text, text_mask, ge)
+        x = m.prior(q, y_mask, text, text_mask, m.text_condition(ge))  # v2Pro*: ge_to512(ge)
         # speed: linear resize from y_lens to out_lens frames (the identity, exactly, when they are equal)
         xs = linear_resize(x, y_lens, out_lens, eps.shape[1])
         mask = sequence_mask(out_lens, eps.shape[1])
@@ -359,7 +420,7 @@ def _decode_core(model, params, prepared, codes, y_lens, text, text_lens, ge, ep
 # loading / saving
 
 def load_s2(path, *, config: dict | None = None) -> S2:
-    """Load a SoVITS v1/v2 model: an exported ``.pth``, a pretrained ``s2G*.pth``, a training ``G_*.pth``
+    """Load a SoVITS v1/v2/v2Pro/v2ProPlus model: an exported ``.pth``, a pretrained ``s2G*.pth``, a training ``G_*.pth``
     (with ``enc_q``), or our own checkpoint folder (:meth:`S2.save`). ``config`` overrides the
     architecture (only needed for files without a stored config whose shapes are ambiguous)."""
     path = pathlib.Path(path)
@@ -378,6 +439,8 @@ def load_s2(path, *, config: dict | None = None) -> S2:
     else:
         model_cfg = conv.config_from_state_dict(sd, version)
     model_cfg["version"] = version
+    if "sv_emb.weight" in sd:  # the embedding width the file's sv_emb takes (20480 for ERes2NetV2)
+        model_cfg["sv_dim"] = int(np.shape(sd["sv_emb.weight"])[1])
     cfg = S2ModelConfig.from_mapping(model_cfg)
     has_enc_q = any(k.startswith("enc_q.") for k in sd)
     params, buffers = conv.state_dict_to_params(sd, _template(cfg, has_enc_q), where=str(path))
@@ -394,14 +457,17 @@ def _load_own(path: pathlib.Path) -> S2:
         sd = {k: z[k] for k in z.files}
     has_enc_q = any(k.startswith("enc_q.") for k in sd)
     params, buffers = conv.state_dict_to_params(sd, _template(cfg, has_enc_q), where=str(path))
-    return S2(cfg, params, buffers=buffers, info=meta.get("info"))
+    hps = meta.get("hparams")
+    return S2(cfg, params, buffers=buffers, info=meta.get("info"), key_order=meta.get("key_order"),
+              hparams=HParams(**hps) if isinstance(hps, dict) else None)
 
 
 def save_s2_torch(s2: S2, path, *, info: str | None = None) -> None:
     """Export in the original's weights format (``SoVITS_weights*/<name>.pth``: fp16, no ``enc_q``,
-    pickled ``HParams`` config); loadable by the original GPT-SoVITS."""
+    pickled ``HParams`` config; v2Pro/v2ProPlus with the head ``05``/``06`` the original writes);
+    loadable by the original GPT-SoVITS."""
     hps = s2.hparams if s2.hparams is not None else conv.make_hparams(s2.config.to_dict(), s2.version)
-    conv.write_s2_export(path, s2.state_dict(), hps, info=info or s2.info or "gsv_jax export")
+    conv.write_s2_export(path, s2.state_dict(), hps, info=info or s2.info or "gsv_jax export", version=s2.version)
 
 
 def new_s2(config: S2ModelConfig, seed: int = 0, *, with_enc_q: bool = True, fast: bool = False) -> S2:

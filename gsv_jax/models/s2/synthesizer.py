@@ -1,4 +1,4 @@
-"""``SynthesizerTrn`` (SoVITS v1/v2): the module tree of docs/s2.md and its inference/training pieces.
+"""``SynthesizerTrn`` (SoVITS v1/v2/v2Pro/v2ProPlus): the module tree of docs/s2.md and its inference/training pieces.
 
 Everything is channels-last ``[B, T, C]`` with float masks ``[B, T, 1]``; parameter names follow the
 PyTorch state dict (``enc_p/encoder_ssl/attn_layers_0/conv_q/weight`` <-> ``enc_p.encoder_ssl.attn_layers.0.conv_q.weight``).
@@ -6,6 +6,8 @@ PyTorch state dict (``enc_p/encoder_ssl/attn_layers_0/conv_q/weight`` <-> ``enc_
 Methods (call with ``model.apply(variables, ..., method=...)``):
   * ``extract_latent(ssl)``                      HuBERT features (50 Hz) -> codes (25 Hz)
   * ``ref_embedding(spec, mask)``                 reference spectrogram -> ``ge [B, 1, gin]``
+  * ``fuse_speaker(ge, sv)``                      v2Pro*: ``prelu(ge + sv_emb(sv))`` (per reference)
+  * ``text_condition(ge)``                        the ``ge`` the text encoder (MRTE) gets: ``ge_to512(ge)`` for v2Pro*
   * ``prior(codes, y_mask, text, text_mask, ge)`` codes + phonemes -> ``encoder2`` output (before speed/proj)
   * ``prior_stats(x, mask)``                      ``(m_p, logs_p)``
   * ``flow_reverse / flow_forward(z, mask, ge)``
@@ -23,7 +25,7 @@ import jax.numpy as jnp
 
 from gsv_jax import families
 from gsv_jax.models.s2.generator import Generator
-from gsv_jax.models.s2.modules import Conv1d, ResidualCouplingBlock, sequence_mask
+from gsv_jax.models.s2.modules import Conv1d, Linear, ResidualCouplingBlock, sequence_mask
 from gsv_jax.models.s2.posterior import PosteriorEncoder
 from gsv_jax.models.s2.quantizer import ResidualVectorQuantizer, quantize_codes
 from gsv_jax.models.s2.ref_enc import MelStyleEncoder
@@ -54,6 +56,12 @@ class S2ModelConfig:
     segment_size: int = 32
     ssl_dim: int = 768
     codebook_bins: int = 1024
+    sv_dim: int = 20480  # v2Pro*: width of the speaker-verification embedding (ERes2NetV2 forward3)
+
+    @property
+    def speaker_verification(self) -> bool:
+        """Whether ``ge`` is fused with a speaker-verification embedding (v2Pro, v2ProPlus)."""
+        return families.family(self.version).speaker_verification
 
     @property
     def n_symbols(self) -> int:
@@ -110,6 +118,18 @@ def _listify(v):
     return [_listify(x) for x in v] if isinstance(v, (list, tuple)) else v
 
 
+class PReLU(nn.Module):
+    """``torch.nn.PReLU(num_parameters=C)``: ``max(0, x) + a_c * min(0, x)`` on the last axis (slopes 0.25 at init)."""
+
+    channels: int
+
+    @nn.compact
+    def __call__(self, x):
+        a = self.param("weight", nn.with_logical_partitioning(nn.initializers.constant(0.25), ("embed",)),
+                       (self.channels,))
+        return jnp.where(x >= 0, x, x * a.astype(x.dtype))
+
+
 class SynthesizerTrn(nn.Module):
     config: S2ModelConfig
     weight_norm: bool = False  # True: (g, v) parameters (training); False: folded ``weight`` (inference)
@@ -135,6 +155,10 @@ class SynthesizerTrn(nn.Module):
         self.ref_enc = MelStyleEncoder(c.ref_in, c.gin_channels, p_dropout=pd, exact_lengths=self.exact_ref_lengths)
         self.ssl_proj = Conv1d(c.ssl_dim, c.ssl_dim, 2, stride=2)
         self.quantizer = ResidualVectorQuantizer(c.ssl_dim, c.codebook_bins)
+        if c.speaker_verification:  # v2Pro*: speaker fusion (docs/s2.md, "v2Pro speaker fusion")
+            self.sv_emb = Linear(c.sv_dim, c.gin_channels)
+            self.ge_to512 = Linear(c.gin_channels, 512)
+            self.prelu = PReLU(c.gin_channels)
 
     # --- inference pieces ---------------------------------------------------------------------
     def extract_latent(self, ssl):
@@ -145,6 +169,20 @@ class SynthesizerTrn(nn.Module):
         """``spec [B, T, 1025]`` linear spectrogram, ``mask [B, T, 1]`` -> ``ge [B, 1, gin]``."""
         x = spec[..., : self.config.ref_in]
         return self.ref_enc(x * mask, mask, deterministic=self.deterministic)
+
+    def fuse_speaker(self, ge, sv):
+        """v2Pro*: ``ge [B, 1, gin]`` + the speaker embedding ``sv [B, sv_dim]`` -> ``prelu(ge + sv_emb(sv))``
+        (one reference at a time; several references are averaged after this); identity otherwise."""
+        if not self.config.speaker_verification:
+            return ge
+        if sv is None:
+            raise ValueError(f"a {self.config.version} model needs the speaker-verification embedding of each "
+                             "reference (sv_emb)")
+        return self.prelu(ge + self.sv_emb(sv)[:, None, :])
+
+    def text_condition(self, ge):
+        """The conditioning the text encoder's MRTE adds: ``ge_to512(ge)`` for v2Pro* (512-wide), else ``ge``."""
+        return self.ge_to512(ge) if self.config.speaker_verification else ge
 
     def quantized_from_codes(self, codes):
         """``codes [B, Tc]`` -> codebook vectors repeated to 50 Hz ``[B, 2 Tc, 768]``."""
@@ -178,21 +216,22 @@ class SynthesizerTrn(nn.Module):
     def posterior(self, spec, mask, ge, noise=None):
         return self.enc_q(spec, mask, ge, noise)
 
-    def __call__(self, ssl, spec, spec_lengths, text, text_lengths, enc_q_noise=None, slice_ids=None):
+    def __call__(self, ssl, spec, spec_lengths, text, text_lengths, enc_q_noise=None, slice_ids=None, sv_emb=None):
         """Training forward (``SynthesizerTrn.forward``) with injected randomness.
 
         ``ssl [B, Tssl, 768]``, ``spec [B, T, 1025]``, ``text [B, Tt]``; ``enc_q_noise [B, T, inter]``
-        (zeros if None); ``slice_ids [B]`` segment starts (see :func:`rand_slice_ids`).
+        (zeros if None); ``slice_ids [B]`` segment starts (see :func:`rand_slice_ids`); ``sv_emb
+        [B, sv_dim]`` the utterances' speaker embeddings (v2Pro*, required there).
         Returns a dict: ``y_hat [B, segment*hop]``, ``slice_ids``, ``mask [B, T, 1]``, ``ge [B, 1, gin]``,
         ``x`` (text-encoder output), ``m_p, logs_p, z, m_q, logs_q, z_p`` (all ``[B, T, inter]``).
         """
         T = spec.shape[1]
         y_mask = sequence_mask(spec_lengths, T, spec.dtype)
-        ge = self.ref_embedding(spec, y_mask)
+        ge = self.fuse_speaker(self.ref_embedding(spec, y_mask), sv_emb)
         q, _ = self.quantized(ssl)
         q = q[:, :T]
         text_mask = sequence_mask(text_lengths, text.shape[1], spec.dtype)
-        x = self.prior(q, y_mask, text, text_mask, ge)
+        x = self.prior(q, y_mask, text, text_mask, self.text_condition(ge))
         m_p, logs_p = self.prior_stats(x, y_mask)
         z, m_q, logs_q = self.posterior(spec, y_mask, ge, enc_q_noise)
         z_p = self.flow_forward(z, y_mask, ge)
@@ -219,10 +258,12 @@ def init_params(config: S2ModelConfig, rng, *, weight_norm: bool = True, with_en
     model = SynthesizerTrn(config, weight_norm=weight_norm, with_enc_q=True)
     T = config.segment_size
 
+    sv = jnp.zeros((1, config.sv_dim)) if config.speaker_verification else None
+
     def init(key):
         return model.init(key, jnp.zeros((1, T, config.ssl_dim)), jnp.zeros((1, T, config.spec_channels)),
                           jnp.array([T]), jnp.zeros((1, 3), jnp.int32), jnp.array([3]),
-                          slice_ids=jnp.zeros((1,), jnp.int32))["params"]
+                          slice_ids=jnp.zeros((1,), jnp.int32), sv_emb=sv)["params"]
 
     params = nn.meta.unbox(jax.jit(init)(rng))
     if not with_enc_q:
