@@ -84,6 +84,15 @@ class SV:
         return out[0] if single else out
 
 
+def _ladder(n: int, unit: int) -> int:
+    """``unit`` times 1..16, then 8 steps per octave (at most 1/8 padding), as the other engines."""
+    m = max(1, -(-n // unit))
+    if m > 16:
+        step = 2 ** (m.bit_length() - 4)
+        m = -(-m // step) * step
+    return unit * m
+
+
 def _as_batch(wav16k, lengths) -> tuple[np.ndarray, np.ndarray, bool]:
     """Validate audio -> (rows [B, N] float32 zero-padded, valid samples [B], was a single 1-D input)."""
     if isinstance(wav16k, (list, tuple)):
