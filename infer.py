@@ -271,13 +271,13 @@ def run(args) -> dict:
                                 noise_scale=args.noise_scale, seed=args.seed, batch_size=args.batch_size,
                                 pause=args.pause,
                                 max_new_tokens=args.max_new_tokens or (100 if args.selftest else 1500),
-                                progress=_progress_printer(args.quiet), **kw)
+                                progress=_progress_printer(args.quiet), return_timings=True, **kw)
         wall = time.perf_counter() - t0
     finally:
         if scratch is not None and args.out is not None:
             shutil.rmtree(scratch, ignore_errors=True)  # only the reference and tokenizer were there
     wav, sr = result[0], result[1]
-    timings = result[2] if len(result) > 2 else getattr(tts, "last_timings", {})
+    timings = result[2]
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         sf.write(str(out), np.asarray(wav, np.float32), sr)

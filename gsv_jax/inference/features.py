@@ -13,34 +13,19 @@ row's result.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gsv_jax.inference import programs
+from gsv_jax.inference import buckets, programs
 from gsv_jax.io import hf
 from gsv_jax.models import bert as bert_lib
 from gsv_jax.models import hubert as hubert_lib
 
 BERT_HIDDEN_STATE = -3  # GPT-SoVITS takes the third-from-last hidden state
 BERT_DIM = 1024
-
-
-def _ladder(n: int, unit: int) -> int:
-    """Smallest ``unit · m >= n`` with m in 1..16, then 8 steps per octave (18, 20, ..., 32, 36,
-    ...): at most 1/8 padding, about 8 shapes per doubling of the length."""
-    m = max(1, math.ceil(n / unit))
-    if m > 16:
-        step = 2 ** (m.bit_length() - 4)  # an eighth of the octave's base
-        m = math.ceil(m / step) * step
-    return unit * m
-
-
-def _pow2(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
 
 
 def zero_features(n_phones: int, dim: int = BERT_DIM) -> np.ndarray:
@@ -82,7 +67,7 @@ class BertFeatures:
                 f"{n} tokens exceed BERT's {limit} positions; split the text (the original pre-splits "
                 "at 510 characters)"
             )
-        return min([b for b in self.TOKEN_BUCKETS if b >= n] + [limit])
+        return buckets.first_fit(n, self.TOKEN_BUCKETS, limit)
 
     def hidden_states_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
         """The chosen hidden state of each text, ``[n_tokens, hidden]`` (with [CLS]/[SEP] rows)."""
@@ -90,7 +75,7 @@ class BertFeatures:
         if not ids:
             return []
         length = self._bucket(max(len(i) for i in ids))
-        batch = _pow2(len(ids))
+        batch = buckets.pow2(len(ids))
         tok = np.full((batch, length), self.cfg.pad_token_id, np.int32)
         mask = np.zeros((batch, length), np.int32)
         for r, row in enumerate(ids):
@@ -177,7 +162,7 @@ class HubertFeatures:
             raise ValueError(f"lengths must be {b} sample counts <= {n}, got {lengths.tolist()}")
         if lengths.min() < 400:
             raise ValueError(f"every waveform needs at least 400 samples (25 ms at 16 kHz), got {lengths.min()}")
-        nb, bb = _ladder(n, self.SAMPLE_UNIT), _pow2(b)
+        nb, bb = buckets.ladder(n, self.SAMPLE_UNIT), buckets.pow2(b)
         padded = np.zeros((bb, nb), np.float32)
         padded[:b, :n] = wav
         lens = np.full((bb,), nb, np.int32)

@@ -84,7 +84,7 @@ class S1:
     # -- generation -------------------------------------------------------------------------------
     def generate(self, x, bert, prompt=None, top_k: int = 15, top_p: float = 1.0, temperature: float = 1.0,
                  repetition_penalty: float = 1.35, max_new_tokens: int = 1500, seed: int | Sequence[int] = 0, *,
-                 x_lens=None, prompt_lens=None, return_info: bool = False):
+                 x_lens=None, prompt_lens=None, return_info: bool = False, on_chunk=None):
         """Sample semantic tokens after [phonemes; prompt] with the original's rules.
 
         x int [B, Tx]; bert [B, 1024, Tx]; prompt int [B, Tp] or None (reference-free).  Rows of
@@ -92,7 +92,8 @@ class S1:
         counts new tokens (the original's ``early_stop_num + 1``; its hard cap is 1500).
         ``seed``: int (every row uses this stream, so a row gives what it gives alone) or one per row.
         Returns a list of 1-D int32 arrays (the new tokens, EOS removed), one per row; with
-        ``return_info`` also a dict (``eos_stop`` per row, timings).
+        ``return_info`` also a dict (``eos_stop`` per row, timings). ``on_chunk``: streaming hook, see
+        :meth:`S1Decoder.generate`.
         """
         x = _ints(x, "x", 2)
         b = x.shape[0]
@@ -117,7 +118,7 @@ class S1:
         res = self.decoder.generate(self.params, x, x_lens, bert, prompt, prompt_lens, top_k=int(top_k),
                                     top_p=float(top_p), temperature=float(temperature),
                                     repetition_penalty=float(repetition_penalty),
-                                    max_new_tokens=int(max_new_tokens), seeds=seed)
+                                    max_new_tokens=int(max_new_tokens), seeds=seed, on_chunk=on_chunk)
         if return_info:
             return res.tokens, {"eos_stop": res.eos_stop, **res.timings}
         return res.tokens

@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gsv_jax.inference import programs
+from gsv_jax.inference import buckets, programs
 from gsv_jax.models.s1 import S1Dims, S1Model
 from gsv_jax.nn.positional import TABLE_LEN
 
@@ -110,14 +109,6 @@ class DecodeResult:
     eos_stop: np.ndarray  # bool [B]: ended on EOS (else on max_new_tokens)
     step_logits: np.ndarray | None  # fp32 [B, steps, V] raw head output per step (if recorded)
     timings: dict
-
-
-def _round_up(n: int, m: int) -> int:
-    return max(m, -(-n // m) * m)
-
-
-def _pow2_at_least(n: int, lo: int) -> int:
-    return max(lo, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
 
 
 class S1Decoder:
@@ -225,22 +216,25 @@ class S1Decoder:
     # -- host driver ---------------------------------------------------------------------------------
     def plan(self, tx: int, p: int, max_new_tokens: int):
         """(Tx_pad, P_pad, cache_len) for these lengths; raises if they do not fit the cache."""
-        tx_pad = _round_up(tx, self.x_bucket)
-        p_pad = _round_up(p, self.p_bucket) if p else 0
-        need = tx_pad + p_pad + _round_up(max_new_tokens, self.chunk)
+        tx_pad = buckets.multiple(tx, self.x_bucket)
+        p_pad = buckets.multiple(p, self.p_bucket) if p else 0
+        need = tx_pad + p_pad + buckets.multiple(max_new_tokens, self.chunk)
         if need > self.max_cache or p + max_new_tokens > self.max_cache:
             raise ValueError(
                 f"prompt ({p} tokens) + phonemes ({tx}) + max_new_tokens ({max_new_tokens}) need {need} cache "
                 f"positions, more than the KV cache holds ({self.max_cache}); shorten the prompt or the text, "
                 "or lower max_new_tokens")
-        return tx_pad, p_pad, _pow2_at_least(need, self.min_window)
+        return tx_pad, p_pad, buckets.pow2(need, self.min_window)
 
     def generate(self, params, x, x_lens, bert, prompt, prompt_lens, *, top_k=15, top_p=1.0, temperature=1.0,
                  repetition_penalty=1.35, max_new_tokens=1500, seeds=0, record_logits=False,
-                 eos_ban_steps: int = EOS_BAN_STEPS) -> DecodeResult:
+                 eos_ban_steps: int = EOS_BAN_STEPS, on_chunk=None) -> DecodeResult:
         """Decode a batch.  x int [B, Tx] / bert [B, 1024, Tx] right-padded with per-row ``x_lens``;
         prompt int [B, P] right-padded with ``prompt_lens`` (P = 0 or lens 0: reference-free).
-        ``eos_ban_steps``: EOS is impossible before this step (the original's 11; benchmarks raise it)."""
+        ``eos_ban_steps``: EOS is impossible before this step (the original's 11; benchmarks raise it).
+        ``on_chunk(tokens, n_out, done)`` (streaming): the device loop returns to the host after every
+        ``chunk`` steps and this sees the tokens so far (``[B, T]``, counts, finished rows); returning
+        True stops the whole batch early (every row's client has gone)."""
         import time
 
         x = np.asarray(x)
@@ -269,14 +263,19 @@ class S1Decoder:
                                                     (temperature, jnp.float32), (repetition_penalty, jnp.float32),
                                                     (eos_ban_steps, jnp.int32))]
         t0, c0 = time.perf_counter(), time.process_time()
-        step, window = 0, _pow2_at_least(s_pad + min(max_new_tokens, self.first_window_tokens), self.min_window)
+        step, window = 0, buckets.pow2(s_pad + min(max_new_tokens, self.first_window_tokens), self.min_window)
         while True:
-            window = min(max(window, _pow2_at_least(s_pad + step + 1, self.min_window)), cache_len)
-            stop = min(window - s_pad, _round_up(max_new_tokens, self.chunk))
+            window = min(max(window, buckets.pow2(s_pad + step + 1, self.min_window)), cache_len)
+            stop = min(window - s_pad, buckets.multiple(max_new_tokens, self.chunk))
+            if on_chunk is not None:  # back on the host every chunk (same program: stop is traced)
+                stop = min(stop, step + self.chunk)
             state = self._decode(params, state, keys, jnp.asarray(prompt_lens), jnp.int32(s_pad),
                                  jnp.int32(max_new_tokens), jnp.int32(stop), *scalars, window=window,
                                  record=record_logits)
             step, all_done = int(state.step), bool(jnp.all(state.done))
+            if on_chunk is not None and on_chunk(np.asarray(state.out[:, :step]), np.asarray(state.n_out),
+                                                 np.asarray(state.done)):
+                break
             if all_done or step >= max_new_tokens:
                 break
         t_decode, c_decode = time.perf_counter() - t0, time.process_time() - c0

@@ -12,29 +12,32 @@ batched row equals its solo result), and each fragment is followed by the origin
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import os
 import pathlib
+import threading
 import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from gsv_jax import audio as audio_lib
+from gsv_jax import families
 from gsv_jax.text import segmentation
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 32000
-HUBERT_SR = 16000
+HUBERT_SR = families.SSL_SAMPLE_RATE
 REF_MIN_SAMPLES_16K = 48000   # 3 s
 REF_MAX_SAMPLES_16K = 160000  # 10 s
 REF_RANGE_MESSAGE = ("参考音频在3~10秒范围外，请更换！ (the reference audio is outside the 3-10 s range; "
                      "choose a clip between 3 and 10 seconds)")
 MIN_PHONES = 6
-LANGUAGES_V1 = ("auto", "en", "zh", "ja", "all_zh", "all_ja")
-LANGUAGES_V2 = ("auto", "auto_yue", "en", "zh", "ja", "yue", "ko", "all_zh", "all_ja", "all_yue", "all_ko")
+S1_MAX_STEPS = 1500  # the original's hard cap on decode steps per segment
+EARLY_STOP_HZ = 50  # early_stop_num = hz * max_sec with the original's hz = 50 (sic: tokens are 25 Hz)
+DEFAULT_MAX_SEC = 54  # the pretrained GPT configs' data.max_sec
 
 # The model folder layout read by TTS.from_folder (first match wins; see docs/synthesis.md, "The model folder").
 S1_NAMES = ("s1.ckpt", "gpt.ckpt", "s1")
@@ -131,8 +134,95 @@ A folder holding exactly one *.ckpt and one *.pth is also accepted. Run `python 
 check the installation with tiny random weights."""
 
 
+class LRUCache:
+    """A bounded mapping that forgets the least recently used entry first; every access holds a lock,
+    so several threads (the server's request handlers) may share one :class:`TTS`."""
+
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise ValueError(f"cache capacity must be >= 1, got {capacity}")
+        self.capacity = int(capacity)
+        self._items: collections.OrderedDict = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key, default=None):
+        with self._lock:
+            if key not in self._items:
+                return default
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """S1 sampling settings (the original's defaults); rows with equal settings share a batch."""
+
+    top_k: int = 15
+    top_p: float = 1.0
+    temperature: float = 1.0
+    repetition_penalty: float = 1.35
+
+
+@dataclasses.dataclass
+class Prepared:
+    """One request after the text and reference side: what S1 and S2 need for every segment."""
+
+    segments: list            # the target text pieces
+    targets: list             # PhoneSequence per segment
+    prompt: PhoneSequence | None  # the reference text's phonemes (None: reference-free)
+    ref: Reference
+    specs: list               # reference spectrogram(s): the main one, then the auxiliary ones
+    timings: dict
+
+    def s1_rows(self, seed: int) -> list[S1Row]:
+        """Segment i samples with ``seed + i``: a segment's tokens do not depend on the batch it is in."""
+        prompt_codes = None if self.prompt is None else self.ref.prompt_codes
+        return [S1Row(self.prompt + t if self.prompt is not None else t, prompt_codes, seed + i)
+                for i, t in enumerate(self.targets)]
+
+
+@dataclasses.dataclass
+class S1Row:
+    phones: PhoneSequence      # [prompt phonemes; segment phonemes] with their BERT features
+    prompt_codes: np.ndarray | None  # the reference's semantic tokens (None: reference-free)
+    seed: int
+
+
+@dataclasses.dataclass
+class S2Row:
+    codes: np.ndarray          # semantic tokens of one segment
+    phones: np.ndarray         # the segment's own phoneme ids
+    specs: list                # its reference spectrogram(s) (rows with the same list share a call)
+    seed: int
+
+
 class TTS:
-    """The whole synthesis pipeline over loaded models (S1, S2, BERT, HuBERT)."""
+    """The whole synthesis pipeline over loaded models (S1, S2, BERT, HuBERT).
+
+    Thread safety: the phones/BERT and reference caches are bounded LRU maps behind a lock, and a call
+    keeps its state (timings included) in locals, so several threads may call :meth:`synthesize` at
+    once. The jitted models themselves are safe to call concurrently (JAX dispatch is thread-safe);
+    the server still sends all model work through one engine thread so that concurrent requests are
+    batched (docs/server.md).
+    """
+
+    TEXT_CACHE_SIZE = 2048   # phones/BERT per (text, language): ~1024 x n floats each
+    REF_CACHE_SIZE = 64      # reference clips (prompt tokens + spectrogram)
 
     def __init__(self, s1, s2, bert, hubert, *, compilation_cache: bool | str = True):
         self.s1, self.s2, self.bert, self.hubert = s1, s2, bert, hubert
@@ -140,10 +230,8 @@ class TTS:
         self._check_versions()
         if compilation_cache:
             enable_compilation_cache(None if compilation_cache is True else compilation_cache)
-        self._ref_cache: dict = {}
-        self._text_cache: dict = {}
-        self._bert_seconds = 0.0
-        self.last_timings: dict = {}
+        self._ref_cache = LRUCache(self.REF_CACHE_SIZE)
+        self._text_cache = LRUCache(self.TEXT_CACHE_SIZE)
 
     def clear_caches(self) -> None:
         """Forget the per-text phones/BERT features and the per-file reference data."""
@@ -169,27 +257,58 @@ class TTS:
         return cls.from_paths(**resolve_model_folder(folder), **kwargs)
 
     def _check_versions(self):
-        n_symbols = 322 if self.version == "v1" else 732
+        n_symbols = self.family.n_symbols
         s1_vocab = int(self.s1.config.model.phoneme_vocab_size)
         if s1_vocab < n_symbols:
             raise ValueError(
                 f"mismatched models: the SoVITS model is {self.version} (phoneme table of {n_symbols}) but the "
                 f"GPT model only knows {s1_vocab} phonemes (a v1 GPT). Use the GPT weights of the same version.")
-        if self.version == "v1" and s1_vocab != 512:
+        if self.family.symbols == "v1" and s1_vocab != self.family.s1_phoneme_vocab:
             log.warning("a v1 SoVITS model with a v2 GPT model: phonemes follow the v1 table, as the original does")
 
     @property
+    def family(self) -> families.Family:
+        return families.family(self.version)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.family.sample_rate
+
+    @property
     def languages(self) -> tuple:
-        return LANGUAGES_V1 if self.version == "v1" else LANGUAGES_V2
+        return self.family.ui_languages
+
+    @property
+    def max_sec(self) -> float:
+        """The S1 checkpoint's ``config["data"]["max_sec"]`` (the original's default 54 when absent)."""
+        data = self.s1.config.get("data") or {}
+        return float(data.get("max_sec", DEFAULT_MAX_SEC) or DEFAULT_MAX_SEC)
+
+    @property
+    def max_new_tokens(self) -> int:
+        """New tokens per segment at most, as the original bounds them: ``early_stop_num = 50 * max_sec``
+        (stop once more than that many were generated) and never more than 1500 decode steps."""
+        return int(min(S1_MAX_STEPS, EARLY_STOP_HZ * self.max_sec + 1))
+
+    def token_budget(self, requested: int | None) -> int:
+        """``requested`` (None: the model's bound) clamped to :attr:`max_new_tokens`."""
+        if requested is None:
+            return self.max_new_tokens
+        if int(requested) < 1:
+            raise ValueError(f"max_new_tokens must be >= 1 (25 tokens = 1 s of speech), got {requested}")
+        return min(int(requested), self.max_new_tokens)
 
     # ------------------------------------------------------------------------------- text side
-    def phones_and_bert(self, text: str, language: str, *, final: bool = False) -> PhoneSequence:
-        """The original's ``get_phones_and_bert``: language segmentation, G2P, BERT for Mandarin."""
+    def phones_and_bert(self, text: str, language: str, *, final: bool = False,
+                        timings: dict | None = None) -> PhoneSequence:
+        """The original's ``get_phones_and_bert``: language segmentation, G2P, BERT for Mandarin.
+        ``timings["bert"]`` (if given) accumulates the seconds spent in BERT."""
         from gsv_jax import text as text_lib
 
         key = (text, language, final)
-        if key in self._text_cache:
-            return self._text_cache[key]
+        hit = self._text_cache.get(key)
+        if hit is not None:
+            return hit
         if language not in self.languages:
             raise ValueError(f"unknown language {language!r} for a {self.version} model; use one of "
                              f"{', '.join(self.languages)}")
@@ -200,7 +319,8 @@ class TTS:
             ids = np.asarray(text_lib.cleaned_text_to_sequence(phones, version=self.version), np.int32)
             t0 = time.perf_counter()
             bert = self.bert.features_for(lang, norm_text, word2ph, len(ids))
-            self._bert_seconds += time.perf_counter() - t0
+            if timings is not None:
+                timings["bert"] = timings.get("bert", 0.0) + time.perf_counter() - t0
             parts.append(PhoneSequence(ids, np.asarray(bert, np.float32), norm_text))
         if not parts:
             raise ValueError(f"no speakable text in {text!r}")
@@ -208,19 +328,22 @@ class TTS:
         for p in parts[1:]:
             seq = seq + p
         if not final and len(seq.ids) < MIN_PHONES:
-            seq = self.phones_and_bert("." + text, language, final=True)
-        self._text_cache[key] = seq
+            seq = self.phones_and_bert("." + text, language, final=True, timings=timings)
+        self._text_cache.put(key, seq)
         return seq
 
     # -------------------------------------------------------------------------- reference side
     def reference(self, path, *, need_prompt: bool = True) -> Reference:
-        """Prompt semantic tokens (HuBERT + ``extract_latent``) and the spectrogram of one clip."""
+        """Prompt semantic tokens (HuBERT + ``extract_latent``) and the spectrogram of one clip
+        (cached by resolved path, modification time and size: a replaced file is read again)."""
         path = pathlib.Path(path)
-        key = (str(path.resolve()), need_prompt)
-        if key in self._ref_cache:
-            return self._ref_cache[key]
         if not path.is_file():
             raise FileNotFoundError(f"reference audio {path} not found")
+        st = path.stat()
+        key = (str(path.resolve()), st.st_mtime_ns, st.st_size, need_prompt)
+        hit = self._ref_cache.get(key)
+        if hit is not None:
+            return hit
         prompt = np.zeros((0,), np.int32)
         if need_prompt:
             wav16 = audio_lib.load_audio(path, sr=HUBERT_SR)
@@ -229,36 +352,32 @@ class TTS:
             wav16 = audio_lib.pad_reference(wav16)
             ssl = self.hubert(wav16[None])
             prompt = np.asarray(self.s2.extract_latent(ssl))[0].astype(np.int32)
-        self._ref_cache[key] = Reference(prompt, self.reference_spec(path))
-        return self._ref_cache[key]
+        ref = Reference(prompt, self.reference_spec(path))
+        self._ref_cache.put(key, ref)
+        return ref
 
     @staticmethod
     def reference_spec(path) -> np.ndarray:
         """The original's ``get_spepc``: 32 kHz mono (torchaudio-style resampling), peak above 1
         divided by min(2, peak), linear spectrogram ``[1, 1025, frames]``."""
-        wav = audio_lib.load_reference(path, sr=SAMPLE_RATE)
+        wav = audio_lib.load_reference(path, sr=families.SOVITS_SAMPLE_RATE)
         if wav.shape[-1] < 2048:
             raise ValueError(f"reference audio {path} is too short for a spectrogram (needs >= 2048 samples at 32 kHz)")
         return np.asarray(audio_lib.spectrogram(wav))
 
-    # ------------------------------------------------------------------------------ synthesis
-    def synthesize(self, text: str, text_lang: str, ref_wav_path=None, ref_text: str = "", ref_lang: str = "zh",
-                   *, top_k: int = 15, top_p: float = 1.0, temperature: float = 1.0,
-                   repetition_penalty: float = 1.35, speed: float = 1.0, cut: str = "cut1",
-                   noise_scale: float = 0.5, seed: int = 0, aux_refs: Sequence = (), batch_size: int = 8,
-                   pause: float = 0.3, max_new_tokens: int = 1500,
-                   progress: Callable[[str, int, int], None] | None = None):
-        """Text -> ``(wav float32 [N], 32000)``. Languages use the original's codes ("zh", "en",
-        "ja", "ko", "yue", "auto", "auto_yue", "all_zh", ...). An empty ``ref_text`` selects the
-        reference-free mode (no prompt tokens), as in the original."""
+    # ------------------------------------------------------------------------------ the stages
+    def prepare(self, text: str, text_lang: str, ref_wav_path=None, ref_text: str = "", ref_lang: str = "zh", *,
+                cut: str = "cut1", aux_refs: Sequence = ()) -> Prepared:
+        """Text and reference side of one request: segments, phonemes + BERT, prompt tokens, spectrograms."""
         timings = {"frontend": 0.0, "bert": 0.0, "hubert": 0.0, "s1": 0.0, "s2": 0.0}
-        progress = progress or (lambda stage, done, total: None)
         if ref_wav_path is None:
             raise ValueError("a reference audio file is needed (ref_wav_path)")
         if text_lang not in self.languages:
             raise ValueError(f"unknown target language {text_lang!r}; use one of {', '.join(self.languages)}")
         ref_text = (ref_text or "").strip("\n")
         ref_free = not ref_text.strip()
+        if not ref_free and ref_lang not in self.languages:
+            raise ValueError(f"unknown reference language {ref_lang!r}; use one of {', '.join(self.languages)}")
 
         t0 = time.perf_counter()
         segments = segmentation.prepare_segments(text, text_lang, cut)
@@ -268,77 +387,145 @@ class TTS:
         ref = self.reference(ref_wav_path, need_prompt=not ref_free)
         specs = [ref.spec] + [self.reference(p, need_prompt=False).spec for p in aux_refs]
         timings["hubert"] += time.perf_counter() - t0
-        progress("reference", 1, 1)
 
         t0 = time.perf_counter()
-        bert_before = self._bert_seconds
         prompt_seq = None
         if not ref_free:
-            if ref_lang not in self.languages:
-                raise ValueError(f"unknown reference language {ref_lang!r}; use one of {', '.join(self.languages)}")
             if ref_text[-1] not in segmentation.SPLIT_MARKS:
                 ref_text += segmentation.closing_mark(ref_lang)
-            prompt_seq = self.phones_and_bert(ref_text, ref_lang)
-        targets = []
-        for i, seg in enumerate(segments):
-            targets.append(self.phones_and_bert(seg, text_lang))
-            progress("text", i + 1, len(segments))
-        timings["bert"] = self._bert_seconds - bert_before
+            prompt_seq = self.phones_and_bert(ref_text, ref_lang, timings=timings)
+        targets = [self.phones_and_bert(seg, text_lang, timings=timings) for seg in segments]
         timings["frontend"] += time.perf_counter() - t0 - timings["bert"]
+        return Prepared(list(segments), targets, prompt_seq, ref, specs, timings)
 
-        # S1: batched over segments
-        t0 = time.perf_counter()
-        tokens: list[np.ndarray] = []
-        for start in range(0, len(targets), batch_size):
-            chunk = targets[start:start + batch_size]
-            full = [prompt_seq + t if prompt_seq is not None else t for t in chunk]
-            tokens.extend(self._generate(full, None if ref_free else ref.prompt_codes, top_k=top_k, top_p=top_p,
-                                         temperature=temperature, repetition_penalty=repetition_penalty,
-                                         max_new_tokens=max_new_tokens, seed=seed + start))
-            progress("s1", min(start + batch_size, len(targets)), len(targets))
-        timings["s1"] += time.perf_counter() - t0
-
-        # S2: batched over segments
-        t0 = time.perf_counter()
-        wavs: list[np.ndarray] = []
-        for start in range(0, len(targets), batch_size):
-            rows = range(start, min(start + batch_size, len(targets)))
-            codes = _pad([tokens[i] for i in rows])
-            phones = _pad([targets[i].ids for i in rows])
-            wavs.extend(self.s2.decode(codes, phones, specs if len(specs) > 1 else specs[0],
-                                       noise_scale=noise_scale, speed=speed,
-                                       codes_lens=[len(tokens[i]) for i in rows],
-                                       phones_lens=[len(targets[i].ids) for i in rows], seed=seed + start))
-            progress("s2", rows.stop, len(targets))
-        timings["s2"] += time.perf_counter() - t0
-
-        gap = np.zeros(int(SAMPLE_RATE * pause), np.float32)
-        pieces = []
-        for w in wavs:
-            w = np.asarray(w, np.float32)
-            peak = float(np.abs(w).max()) if w.size else 0.0
-            pieces += [w / peak if peak > 1 else w, gap]
-        out = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
-        timings["audio_seconds"] = len(out) / SAMPLE_RATE
-        timings["segments"] = len(segments)
-        self.last_timings = timings
-        return out, SAMPLE_RATE
-
-    def _generate(self, seqs: list[PhoneSequence], prompt, **kwargs) -> list[np.ndarray]:
+    def generate_tokens(self, rows: Sequence[S1Row], sampling: Sampling = Sampling(), *,
+                        max_new_tokens: int | None = None, on_chunk=None) -> tuple[list[np.ndarray], np.ndarray]:
+        """S1 for rows of any requests as ONE padded batch (per-row prompts, lengths and seeds; rows end
+        independently). Returns the new tokens per row and whether each ended on EOS. ``on_chunk``:
+        the streaming hook of :meth:`S1Decoder.generate`."""
+        seqs = [r.phones for r in rows]
         x = _pad([s.ids for s in seqs])
         x_lens = np.array([len(s.ids) for s in seqs], np.int32)
         bert = np.zeros((len(seqs), seqs[0].bert.shape[0], x.shape[1]), np.float32)
         for i, s in enumerate(seqs):
             bert[i, :, : s.bert.shape[1]] = s.bert
-        prompts = None
-        if prompt is not None:
-            prompts = np.repeat(np.asarray(prompt, np.int32)[None], len(seqs), 0)
-        rows = self.s1.generate(x, bert, prompts, x_lens=x_lens, **kwargs)
-        out = []
-        for r in rows:
+        prompts = prompt_lens = None
+        if any(r.prompt_codes is not None and len(r.prompt_codes) for r in rows):
+            codes = [np.zeros((0,), np.int32) if r.prompt_codes is None else np.asarray(r.prompt_codes, np.int32)
+                     for r in rows]
+            prompt_lens = np.array([len(c) for c in codes], np.int32)
+            prompts = np.zeros((len(rows), max(1, int(prompt_lens.max()))), np.int32)
+            for i, c in enumerate(codes):
+                prompts[i, : len(c)] = c
+        out, info = self.s1.generate(x, bert, prompts, top_k=sampling.top_k, top_p=sampling.top_p,
+                                     temperature=sampling.temperature,
+                                     repetition_penalty=sampling.repetition_penalty,
+                                     max_new_tokens=self.token_budget(max_new_tokens),
+                                     seed=np.array([r.seed for r in rows], np.int64) % (1 << 32),
+                                     x_lens=x_lens, prompt_lens=prompt_lens, return_info=True, on_chunk=on_chunk)
+        tokens = []
+        for r in out:
             r = np.asarray(r, np.int32)
-            out.append(r if len(r) else np.zeros((1,), np.int32))  # the original's "bad zero prediction"
-        return out
+            tokens.append(r if len(r) else np.zeros((1,), np.int32))  # the original's "bad zero prediction"
+        return tokens, np.asarray(info["eos_stop"], bool)
+
+    def decode_tokens(self, rows: Sequence[S2Row], *, speed: float = 1.0, noise_scale: float = 0.5) -> list:
+        """S2 for rows of any requests: rows that share a reference list run as one padded batch. Each
+        row's noise is drawn from its own seed (``[frames, inter]`` from ``default_rng(seed)``), so a row
+        decodes the same alone or in any batch."""
+        wavs: list = [None] * len(rows)
+        groups: dict = {}
+        for i, r in enumerate(rows):
+            groups.setdefault(id(r.specs), []).append(i)
+        inter = self.s2.config.inter_channels
+        for idx in groups.values():
+            group = [rows[i] for i in idx]
+            c_lens = [len(r.codes) for r in group]
+            noise = None
+            if noise_scale != 0:
+                out_lens = [2 * n if speed == 1.0 else int(2 * n / speed) + 1 for n in c_lens]
+                noise = np.zeros((len(group), inter, max(out_lens)), np.float32)
+                for b, (r, n) in enumerate(zip(group, out_lens)):
+                    draw = np.random.default_rng(r.seed % (1 << 32)).standard_normal((n, inter), dtype=np.float32)
+                    noise[b, :, :n] = draw.T
+            specs = group[0].specs
+            out = self.s2.decode(_pad([r.codes for r in group]), _pad([r.phones for r in group]),
+                                 specs if len(specs) > 1 else specs[0], noise_scale=noise_scale, speed=speed,
+                                 noise=noise, codes_lens=c_lens, phones_lens=[len(r.phones) for r in group])
+            for i, w in zip(idx, out):
+                wavs[i] = np.asarray(w, np.float32)
+        return wavs
+
+    def join(self, wavs: Sequence[np.ndarray], pause: float = 0.3) -> np.ndarray:
+        """Each fragment divided by its peak when above 1, followed by ``pause`` seconds of silence."""
+        gap = np.zeros(int(self.sample_rate * pause), np.float32)
+        pieces = []
+        for w in wavs:
+            pieces += [normalize_peak(w), gap]
+        return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+
+    # ------------------------------------------------------------------------------ synthesis
+    def synthesize(self, text: str, text_lang: str, ref_wav_path=None, ref_text: str = "", ref_lang: str = "zh",
+                   *, top_k: int = 15, top_p: float = 1.0, temperature: float = 1.0,
+                   repetition_penalty: float = 1.35, speed: float = 1.0, cut: str = "cut1",
+                   noise_scale: float = 0.5, seed: int = 0, aux_refs: Sequence = (), batch_size: int = 8,
+                   pause: float = 0.3, max_new_tokens: int | None = None,
+                   progress: Callable[[str, int, int], None] | None = None, return_timings: bool = False):
+        """Text -> ``(wav float32 [N], sample rate)``, with ``return_timings`` ``(wav, sr, timings)``:
+        seconds per stage (frontend, bert, hubert, s1, s2), ``audio_seconds``, ``segments`` and
+        ``no_eos_segments`` (1-based segments that hit the token bound). Languages use the original's
+        codes ("zh", "en", "ja", "ko", "yue", "auto", "auto_yue", "all_zh", ...). An empty ``ref_text``
+        selects the reference-free mode (no prompt tokens), as in the original. Segment i samples with
+        ``seed + i``, so the result does not depend on ``batch_size``. ``max_new_tokens`` (default: the
+        model's bound, :attr:`max_new_tokens`) is clamped to that bound."""
+        progress = progress or (lambda stage, done, total: None)
+        budget = self.token_budget(max_new_tokens)
+        job = self.prepare(text, text_lang, ref_wav_path, ref_text, ref_lang, cut=cut, aux_refs=aux_refs)
+        timings, segments = job.timings, job.segments
+        progress("reference", 1, 1)
+        progress("text", len(segments), len(segments))
+        sampling = Sampling(top_k, top_p, temperature, repetition_penalty)
+
+        t0 = time.perf_counter()
+        rows = job.s1_rows(seed)
+        tokens: list[np.ndarray] = []
+        for start in range(0, len(rows), batch_size):
+            out, eos_stop = self.generate_tokens(rows[start:start + batch_size], sampling, max_new_tokens=budget)
+            tokens.extend(out)
+            for i in np.flatnonzero(~eos_stop):  # capped: usually runaway audio, worth a warning
+                timings.setdefault("no_eos_segments", []).append(start + int(i) + 1)
+                _warn_no_eos(start + int(i) + 1, len(segments), segments[start + int(i)], budget)
+            progress("s1", min(start + batch_size, len(rows)), len(rows))
+        timings["s1"] += time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        s2_rows = [S2Row(tok, t.ids, job.specs, seed + i) for i, (tok, t) in enumerate(zip(tokens, job.targets))]
+        wavs: list[np.ndarray] = []
+        for start in range(0, len(s2_rows), batch_size):
+            wavs.extend(self.decode_tokens(s2_rows[start:start + batch_size], speed=speed, noise_scale=noise_scale))
+            progress("s2", min(start + batch_size, len(s2_rows)), len(s2_rows))
+        timings["s2"] += time.perf_counter() - t0
+
+        out = self.join(wavs, pause)
+        timings["audio_seconds"] = len(out) / self.sample_rate
+        timings["segments"] = len(segments)
+        if return_timings:
+            return out, self.sample_rate, timings
+        return out, self.sample_rate
+
+
+def normalize_peak(w) -> np.ndarray:
+    """The original's per-fragment rule: divided by its peak when that is above 1."""
+    w = np.asarray(w, np.float32)
+    peak = float(np.abs(w).max()) if w.size else 0.0
+    return w / peak if peak > 1 else w
+
+
+def _warn_no_eos(number: int, total: int, segment: str, max_new_tokens: int) -> None:
+    shown = segment if len(segment) <= 40 else segment[:37] + "..."
+    log.warning("segment %d of %d (%r) reached max_new_tokens=%d (%.0f s of audio) without an end token; "
+                "its audio may run on or be cut. Split the text (--cut) or change the seed or sampling settings.",
+                number, total, shown, max_new_tokens, max_new_tokens / 25)
 
 
 def _pad(rows: Sequence[np.ndarray]) -> np.ndarray:
