@@ -16,6 +16,8 @@ _EXPORTS = {
     "S2": "gsv_jax.inference.s2",
     "load_s2": "gsv_jax.inference.s2",
     "save_s2_torch": "gsv_jax.inference.s2",
+    # speaker verification (v2Pro / v2ProPlus)
+    "load_sv": "gsv_jax.inference.sv",
     # feature extractors
     "load_bert": "gsv_jax.inference.features",
     "load_hubert": "gsv_jax.inference.features",

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from gsv_jax import families
+from gsv_jax.convert.sv import looks_like_sv
 from gsv_jax.io.torch_io import CheckpointError, HParams, load_torch_file, save_torch_file
 from gsv_jax.models.s1 import BERT_DIM, S1Dims
 
@@ -205,6 +206,10 @@ def read_s1_checkpoint(path: str | os.PathLike, dtype=np.float32):
         raise CheckpointError(
             f"{where}: this is a SoVITS (S2) checkpoint, not an S1 (GPT) one; load it with "
             "gsv_jax.load_s2 and pass the GPT .ckpt to load_s1")
+    if looks_like_sv(obj):
+        raise CheckpointError(
+            f"{where} is the speaker-verification model (ERes2NetV2), not an S1 (GPT) checkpoint; load it with "
+            "gsv_jax.load_sv (v2Pro/v2ProPlus model folders keep it as sv/<file>.ckpt)")
     if not isinstance(obj, dict) or not isinstance(obj.get("weight", obj.get("state_dict")), dict):
         raise CheckpointError(
             f"{where}: not an S1 (GPT) checkpoint: expected a dict with a 'weight' state dict "

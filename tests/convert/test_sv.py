@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gsv_jax.convert import sv as conv
-from gsv_jax.io.torch_io import load_torch_file, save_torch_file
+from gsv_jax.io.torch_io import CheckpointError, load_torch_file, save_torch_file
 from gsv_jax.io.trees import flatten
 from tests.conftest import golden_path
 
@@ -115,3 +115,15 @@ def test_looks_like_sv(golden_sd):
     assert conv.looks_like_sv(golden_sd)
     assert not conv.looks_like_sv(load_torch_file(golden_path("s1_v2_tiny.ckpt")))
     assert not conv.looks_like_sv({"weight": golden_sd})
+
+
+def test_gpt_and_sovits_loaders_name_the_sv_model(golden):
+    """The reverse of the SV loader's refusal: an SV file given as GPT or SoVITS says what it is."""
+    from gsv_jax.convert import s1 as conv_s1
+    from gsv_jax.convert import s2 as conv_s2
+
+    path = golden("sv_eres2netv2_tiny.ckpt")
+    with pytest.raises(CheckpointError, match="speaker-verification model .*not an S1 .*gsv_jax.load_sv"):
+        conv_s1.read_s1_checkpoint(path)
+    with pytest.raises(CheckpointError, match="speaker-verification model .*not a SoVITS model.*gsv_jax.load_sv"):
+        conv_s2.read_s2_file(path)
