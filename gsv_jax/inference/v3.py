@@ -104,7 +104,9 @@ class S2V3:
         self.key_order = key_order
         self.lora = lora  # {"rank", "file"} when this model came from a LoRA fine-tune (merged)
         self._device_params = None
-        self._jit_ref, self._jit_encode, self._jit_cfm = _jitted(config)
+        # the programs do not depend on the version (the up-sampling index map is an input): v3 and v4
+        # models of one architecture share them
+        self._jit_ref, self._jit_encode, self._jit_cfm = _jitted(config.replace(version="v3"))
         self.T_ref, self.T_chunk, self.upsample_rate, self.vocoder_sr = CHUNKING[config.version]
 
     @property
@@ -125,6 +127,12 @@ class S2V3:
         if self._device_params is None:
             self._device_params = jax.tree_util.tree_map(jnp.asarray, s2conv.fold_weight_norm(self.params))
         return self._device_params
+
+    def model_apply(self, fn, *args):
+        """``fn(module, *args)`` on the bound ``SynthesizerTrnV3`` with the inference parameters (jitted;
+        for inspection and tests)."""
+        model = SynthesizerTrnV3(self.config)
+        return jax.jit(lambda p, *a: model.apply({"params": p}, *a, method=fn))(self.device_params, *args)
 
     # --- encoder --------------------------------------------------------------------------------
     def ref_embedding(self, refer_spec) -> jax.Array:
