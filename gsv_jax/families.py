@@ -144,7 +144,8 @@ def detect_s2(state_dict_keys_shapes: Mapping[str, tuple], head: bytes = b"PK", 
     As the original's loaders: the md5 of known official files first, then the 2-byte head, then the
     state dict (``{key: shape}``), which also settles files re-saved by other tools: ``cfm.*`` -> v3/v4
     (shapes cannot tell them apart: hash, head or the stored ``config.model.version`` decide, else
-    "v3"), ``sv_emb.weight`` -> v2Pro* (hash or head decide, else 768 decoder channels -> v2ProPlus),
+    "v3"), ``sv_emb.weight`` -> v2Pro* (hash, head or the stored version decide, else 768 decoder
+    channels -> v2ProPlus),
     otherwise 322 text-embedding rows -> v1, else v2 (as the original re-derives it).
     """
     version, lora = None, False
@@ -158,6 +159,8 @@ def detect_s2(state_dict_keys_shapes: Mapping[str, tuple], head: bytes = b"PK", 
     if any(k.startswith("cfm.") for k in shapes):
         return (config_version if config_version in ("v3", "v4") else "v3"), lora
     if "sv_emb.weight" in shapes:
+        if config_version in ("v2Pro", "v2ProPlus"):  # a re-saved plain zip: its stored config names it
+            return config_version, lora
         pre = shapes.get("dec.conv_pre.weight")
         return ("v2ProPlus" if pre is not None and pre[0] == 768 else "v2Pro"), lora
     emb = shapes.get("enc_p.text_embedding.weight")

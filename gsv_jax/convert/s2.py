@@ -14,6 +14,7 @@ import re
 import numpy as np
 
 from gsv_jax import families
+from gsv_jax.convert.sv import looks_like_sv
 from gsv_jax.io.torch_io import CheckpointError, HParams, load_torch_file, save_torch_file
 from gsv_jax.io.trees import flatten, unflatten
 
@@ -114,6 +115,10 @@ def read_s2_file(path):
 
 def _refuse_non_sovits(path, sd, obj):
     keys = list(sd)
+    if looks_like_sv(sd):
+        raise CheckpointError(
+            f"{path} is the speaker-verification model (ERes2NetV2, sv/pretrained_eres2netv2w24s4ep4.ckpt), not a "
+            "SoVITS model; load it with gsv_jax.load_sv (v2Pro/v2ProPlus model folders keep it as sv/<file>.ckpt)")
     if keys and sum(k.startswith("model.") for k in keys) > len(keys) // 2 or any(
             k.startswith(("model.ar_", "ar_text_embedding", "ar_predict_layer")) for k in keys):
         raise CheckpointError(

@@ -166,8 +166,8 @@ class S2:
             if not np.all(np.isfinite(e)):
                 raise ValueError(f"sv_emb {i} contains NaN or inf")
             rows.append(e[None])
-        if len(rows) == 1 and n > 1:
-            rows = rows * n
+        if len(rows) == 1 and n > 1 and not isinstance(sv_emb, (list, tuple)):
+            rows = rows * n  # one embedding shared by the spec rows (a list must match the references)
         if len(rows) != n:
             raise ValueError(f"{len(rows)} speaker embedding(s) for {n} reference(s): give one sv_emb per "
                              "reference (a list aligned with the list of spectrograms), or one per spec row")
