@@ -152,6 +152,14 @@ def test_training_forward_takes_the_embedding():
         assert not np.allclose(a[k], b[k]), k
     with pytest.raises(ValueError, match="needs the speaker-verification embedding"):
         model.apply({"params": params}, *args, slice_ids=ids)
+    # the training-step forward reads the batch's sv_emb
+    from gsv_jax.models.s2.training import generator_forward
+
+    batch = {"ssl": args[0], "spec": args[1], "spec_lens": args[2], "text": args[3], "text_lens": args[4],
+             "wav": jnp.zeros((2, T * 640)), "sv_emb": jnp.asarray(sv)}
+    out = generator_forward(model, params, batch, jax.random.PRNGKey(1))
+    np.testing.assert_allclose(out["ge"], a["ge"], rtol=1e-6, atol=1e-6)
+    assert out["y_hat"].shape == (2, 4 * 640)
 
 
 def test_prelu_initialises_like_torch():

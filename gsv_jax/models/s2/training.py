@@ -9,7 +9,8 @@ random draws made explicit so they can be injected:
   ``ids = floor(u * (spec_len - segment + 1))``.
 
 Both are drawn from ``rng`` when not given. Batches are channels-last:
-``ssl [B, T, 768]``, ``spec [B, T, 1025]``, ``wav [B, N]``, ``text [B, Tt]`` + lengths.
+``ssl [B, T, 768]``, ``spec [B, T, 1025]``, ``wav [B, N]``, ``text [B, Tt]`` + lengths; v2Pro* also
+``sv_emb [B, 20480]`` (each utterance's speaker embedding, fused into ``ge`` as the original's forward).
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def generator_forward(model: SynthesizerTrn, params, batch: dict, rng=None, *, e
         rand_slice_u = jax.random.uniform(k_slice, (B,), jnp.float32)
     ids = rand_slice_ids(jnp.asarray(rand_slice_u, jnp.float32), batch["spec_lens"], seg)
     o = model.apply({"params": params}, batch["ssl"], spec, batch["spec_lens"], batch["text"], batch["text_lens"],
-                    enc_q_noise=enc_q_noise, slice_ids=ids, rngs={"dropout": k_drop})
+                    enc_q_noise=enc_q_noise, slice_ids=ids, sv_emb=batch.get("sv_emb"), rngs={"dropout": k_drop})
     y_hat = o["y_hat"].reshape(B, -1).astype(jnp.float32)
     n_fft = mel_cfg.get("filter_length", 2048)
     n_mels = mel_cfg.get("n_mel_channels", 128)
