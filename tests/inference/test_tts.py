@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -48,7 +49,9 @@ def ref(tmp_path_factory):
 
 def test_synthesize_shape_rate_and_determinism(tts, ref):
     text = "今天天气很不错。我们一起去公园散步吧！"
+    t0 = time.perf_counter()
     wav, sr, t = tts.synthesize(text, "zh", ref, "这是参考音频。", "zh", cut="cut5", return_timings=True, **GREEDY)
+    wall = time.perf_counter() - t0
     assert sr == 32000 and wav.dtype == np.float32 and wav.ndim == 1
     assert not hasattr(tts, "last_timings")  # timings belong to the call, not the shared object
     assert t["segments"] == 2
@@ -56,10 +59,15 @@ def test_synthesize_shape_rate_and_determinism(tts, ref):
     per_segment = 24 * 2 * 640 + int(0.3 * 32000)
     assert len(wav) == 2 * per_segment
     assert np.all(np.isfinite(wav)) and np.abs(wav).max() <= 1.0
-    again, _ = tts.synthesize(text, "zh", ref, "这是参考音频。", "zh", cut="cut5", **GREEDY)
+    again, _, t2 = tts.synthesize(text, "zh", ref, "这是参考音频。", "zh", cut="cut5", return_timings=True, **GREEDY)
     np.testing.assert_array_equal(wav, again)
-    assert t["s1"] > 0.0 and t["s2"] > 0.0 and t["hubert"] > 0.0 and t["bert"] > 0.0
-    assert t["frontend"] >= 0.0 and t["audio_seconds"] == pytest.approx(len(wav) / sr)
+    stages = ("frontend", "bert", "hubert", "s1", "s2")
+    assert all(t[k] > 0.0 for k in stages), t
+    # the stages are disjoint parts of the call: together no more than its wall time
+    assert sum(t[k] for k in stages) <= wall, (t, wall)
+    assert t["audio_seconds"] == pytest.approx(len(wav) / sr)
+    # the second call finds text and reference in the caches: no BERT, no HuBERT work at all
+    assert t2["bert"] == 0.0 and t2["hubert"] < 0.05 * t["hubert"], (t, t2)
     assert t["no_eos_segments"] == [1, 2]  # the greedy tiny model hits the 24-token bound in both
 
 
@@ -82,9 +90,28 @@ def test_second_similar_sentence_compiles_nothing(tts, ref):
     assert cc.count == 0
 
 
-def test_reference_free_and_mixed_language(tts, ref):
-    wav, _ = tts.synthesize("Hello world, 你好。", "auto", ref, "", "zh", **GREEDY)
-    assert len(wav) > 0
+def test_reference_free_and_mixed_language(tts, ref, monkeypatch):
+    from gsv_jax import text as text_lib
+
+    seen = []
+    clean_text = text_lib.clean_text
+    monkeypatch.setattr(text_lib, "clean_text", lambda s, lang, **kw: seen.append((s, lang)) or clean_text(s, lang, **kw))
+
+    def no_hubert(*a):
+        raise AssertionError("reference-free synthesis ran HuBERT")
+
+    monkeypatch.setattr(tts, "hubert", no_hubert)
+    wav, sr, t = tts.synthesize("Hello world, 你好。", "auto", ref, "", "zh", return_timings=True, **GREEDY)
+    # "auto" split the text by language and each part went through its own frontend
+    assert {lang for _, lang in seen} == {"en", "zh"}, seen
+    assert any("Hello" in s for s, lang in seen if lang == "en") and any("你好" in s for s, lang in seen if lang == "zh")
+    # reference-free: no prompt tokens; the greedy tiny S1 generates its 24-token bound per segment
+    # (2 frames of 640 samples each at 32 kHz), each segment followed by the 0.3 s pause
+    per_segment = 24 * 2 * 640 + int(0.3 * sr)
+    assert sr == 32000 and t["segments"] >= 1 and len(wav) == t["segments"] * per_segment
+    speech = wav[:24 * 2 * 640]
+    assert np.all(np.isfinite(wav)) and np.abs(wav).max() <= 1.0
+    assert np.sqrt(np.mean(speech ** 2)) > 1e-3, "silent output"
 
 
 def test_bad_inputs(tts, ref, tmp_path):
