@@ -44,6 +44,9 @@ S1_NAMES = ("s1.ckpt", "gpt.ckpt", "s1")
 S2_NAMES = ("s2.pth", "sovits.pth", "s2")
 BERT_NAMES = ("chinese-roberta-wwm-ext-large", "bert")
 HUBERT_NAMES = ("chinese-hubert-base", "hubert")
+# v2Pro / v2ProPlus: the speaker-verification model, in the original's layout (pretrained_models/sv/)
+SV_FILE = "pretrained_eres2netv2w24s4ep4.ckpt"
+SV_NAMES = (f"sv/{SV_FILE}", "sv.ckpt")
 
 
 class MissingModelFiles(FileNotFoundError):
@@ -90,6 +93,7 @@ class Reference:
 
     prompt_codes: np.ndarray  # [P] int
     spec: np.ndarray  # [1, 1025, frames]
+    sv_emb: np.ndarray | None = None  # v2Pro*: the speaker embedding [1, 20480] of the clip
 
 
 def _find(folder: pathlib.Path, names: Sequence[str], pattern: str | None) -> pathlib.Path | None:
@@ -115,6 +119,7 @@ def resolve_model_folder(folder: str | os.PathLike) -> dict:
         "hubert": _find(folder, HUBERT_NAMES, None),
     }
     missing = [k for k, v in parts.items() if v is None]
+    parts["sv"] = _find(folder, SV_NAMES, "sv/*.ckpt")  # needed by v2Pro* only (checked once S2 is loaded)
     if missing:
         what = {"gpt": f"the S1 (GPT) weights as {folder / S1_NAMES[0]}",
                 "sovits": f"the S2 (SoVITS) weights as {folder / S2_NAMES[0]}",
@@ -130,6 +135,7 @@ _LAYOUT_HELP = """Expected layout (original PyTorch files work as they are; no c
   <folder>/s2.pth                           SoVITS weights (e.g. s2G2333k.pth, renamed)
   <folder>/chinese-roberta-wwm-ext-large/   Hugging Face folder: config.json, pytorch_model.bin or model.safetensors, tokenizer files
   <folder>/chinese-hubert-base/             Hugging Face folder: config.json, pytorch_model.bin or model.safetensors
+  <folder>/sv/pretrained_eres2netv2w24s4ep4.ckpt   v2Pro/v2ProPlus only: the speaker-verification model
 A folder holding exactly one *.ckpt and one *.pth is also accepted. Run `python infer.py --selftest` to
 check the installation with tiny random weights."""
 
@@ -224,8 +230,12 @@ class TTS:
     TEXT_CACHE_SIZE = 2048   # phones/BERT per (text, language): ~1024 x n floats each
     REF_CACHE_SIZE = 64      # reference clips (prompt tokens + spectrogram)
 
-    def __init__(self, s1, s2, bert, hubert, *, compilation_cache: bool | str = True):
+    def __init__(self, s1, s2, bert, hubert, *, compilation_cache: bool | str = True, sv=None):
         self.s1, self.s2, self.bert, self.hubert = s1, s2, bert, hubert
+        self.sv = sv  # v2Pro*: gsv_jax.load_sv(...) (ERes2NetV2), turns each reference into its embedding
+        # spectrogram id -> (spectrogram, embedding): the rows of decode_tokens carry the reference cache's
+        # spectrograms; this finds their embeddings (the stored array keeps its id from being reused)
+        self._sv_by_spec = LRUCache(4 * self.REF_CACHE_SIZE)
         self.version = s2.version  # the text frontend follows the SoVITS model
         self._check_versions()
         if compilation_cache:
@@ -237,20 +247,43 @@ class TTS:
         """Forget the per-text phones/BERT features and the per-file reference data."""
         self._ref_cache.clear()
         self._text_cache.clear()
+        self._sv_by_spec.clear()
+
+    def replace_models(self, *, s1=None, s2=None) -> None:
+        """Swap in new S1 and/or S2 weights (checked against the other model first; on a mismatch
+        nothing changes). The caches are cleared: prompt tokens and phonemes follow the S2 version.
+        The caller makes sure no synthesis runs meanwhile (the server's weights switch does)."""
+        old = (self.s1, self.s2, self.version)
+        self.s1, self.s2 = s1 or self.s1, s2 or self.s2
+        self.version = self.s2.version
+        try:
+            self._check_versions()
+        except ValueError:
+            self.s1, self.s2, self.version = old
+            raise
+        self.clear_caches()
 
     # ---------------------------------------------------------------------------------- loading
     @classmethod
-    def from_paths(cls, gpt, sovits, bert, hubert, **kwargs) -> TTS:
+    def from_paths(cls, gpt, sovits, bert, hubert, sv=None, **kwargs) -> TTS:
+        """``sv``: the speaker-verification checkpoint (v2Pro/v2ProPlus SoVITS models need it)."""
         import gsv_jax
 
-        for name, p in (("gpt", gpt), ("sovits", sovits), ("bert", bert), ("hubert", hubert)):
-            if not pathlib.Path(p).exists():
+        for name, p in (("gpt", gpt), ("sovits", sovits), ("bert", bert), ("hubert", hubert), ("sv", sv)):
+            if p is not None and not pathlib.Path(p).exists():
                 raise MissingModelFiles(f"{name} path {p} does not exist. {_LAYOUT_HELP}")
         cache = kwargs.get("compilation_cache", True)
         if cache:  # before loading: the loaders use the stored parameter shapes too
             enable_compilation_cache(None if cache is True else cache)
-        return cls(gsv_jax.load_s1(gpt), gsv_jax.load_s2(sovits), gsv_jax.load_bert(bert),
-                   gsv_jax.load_hubert(hubert), **kwargs)
+        s2 = gsv_jax.load_s2(sovits)
+        if s2.speaker_verification and sv is None:  # before the slow loads
+            raise MissingModelFiles(
+                f"the SoVITS model {sovits} is {s2.version}, which needs the speaker-verification model {SV_FILE} "
+                f"(GPT-SoVITS/pretrained_models/sv/{SV_FILE}): put it in the model folder as "
+                f"{pathlib.Path(sovits).parent / 'sv' / SV_FILE} (or give its path: infer.py --sv, TTS.from_paths(sv=...))")
+        sv_model = gsv_jax.load_sv(sv) if sv is not None and s2.speaker_verification else None
+        return cls(gsv_jax.load_s1(gpt), s2, gsv_jax.load_bert(bert), gsv_jax.load_hubert(hubert), sv=sv_model,
+                   **kwargs)
 
     @classmethod
     def from_folder(cls, folder, **kwargs) -> TTS:
@@ -265,6 +298,13 @@ class TTS:
                 f"GPT model only knows {s1_vocab} phonemes (a v1 GPT). Use the GPT weights of the same version.")
         if self.family.symbols == "v1" and s1_vocab != self.family.s1_phoneme_vocab:
             log.warning("a v1 SoVITS model with a v2 GPT model: phonemes follow the v1 table, as the original does")
+        if self.s2.speaker_verification:
+            if self.sv is None:
+                raise ValueError(f"a {self.version} SoVITS model needs the speaker-verification model: TTS(..., "
+                                 f"sv=gsv_jax.load_sv('<models>/sv/{SV_FILE}'))")
+            if self.sv.dim != self.s2.config.sv_dim:
+                raise ValueError(f"mismatched models: the speaker-verification model gives {self.sv.dim}-d embeddings "
+                                 f"but the SoVITS model's sv_emb takes {self.s2.config.sv_dim} (use {SV_FILE})")
 
     @property
     def family(self) -> families.Family:
@@ -343,6 +383,8 @@ class TTS:
         key = (str(path.resolve()), st.st_mtime_ns, st.st_size, need_prompt)
         hit = self._ref_cache.get(key)
         if hit is not None:
+            if hit.sv_emb is not None:  # keep its embedding findable as long as the reference is in use
+                self._sv_by_spec.put(id(hit.spec), (hit.spec, hit.sv_emb))
             return hit
         prompt = np.zeros((0,), np.int32)
         if need_prompt:
@@ -352,9 +394,37 @@ class TTS:
             wav16 = audio_lib.pad_reference(wav16)
             ssl = self.hubert(wav16[None])
             prompt = np.asarray(self.s2.extract_latent(ssl))[0].astype(np.int32)
-        ref = Reference(prompt, self.reference_spec(path))
+        if self.s2.speaker_verification:
+            spec, sv_emb = self.reference_spec_and_embedding(path)
+            self._sv_by_spec.put(id(spec), (spec, sv_emb))
+        else:
+            spec, sv_emb = self.reference_spec(path), None
+        ref = Reference(prompt, spec, sv_emb)
         self._ref_cache.put(key, ref)
         return ref
+
+    def reference_spec_and_embedding(self, path) -> tuple[np.ndarray, np.ndarray]:
+        """v2Pro*: the spectrogram and the speaker embedding ``[1, dim]`` of one clip, as ``TTS._get_ref_spec``
+        + ``SV.compute_embedding3``: the 32 kHz audio after the peak rule, resampled to 16 kHz (torchaudio's
+        sinc resampler), Kaldi fbank, ERes2NetV2 ``forward3``."""
+        wav = audio_lib.load_reference(path, sr=families.SOVITS_SAMPLE_RATE)
+        if wav.shape[-1] < 2048:
+            raise ValueError(f"reference audio {path} is too short for a spectrogram (needs >= 2048 samples at 32 kHz)")
+        wav16 = audio_lib.resample_sinc(wav[0], families.SOVITS_SAMPLE_RATE, families.SSL_SAMPLE_RATE)
+        return np.asarray(audio_lib.spectrogram(wav)), np.asarray(self.sv.embed(wav16), np.float32)[None]
+
+    def _speaker_embeddings(self, specs) -> list | None:
+        """The embeddings of reference spectrograms made by :meth:`reference` (None for non-Pro models)."""
+        if not self.s2.speaker_verification:
+            return None
+        out = []
+        for s in specs:
+            hit = self._sv_by_spec.get(id(s))
+            if hit is None or hit[0] is not s:
+                raise ValueError("a v2Pro/v2ProPlus reference spectrogram without its speaker embedding: take the "
+                                 "references from TTS.reference(path) (which computes both)")
+            out.append(hit[1])
+        return out
 
     @staticmethod
     def reference_spec(path) -> np.ndarray:
@@ -435,8 +505,8 @@ class TTS:
         decodes the same alone or in any batch."""
         wavs: list = [None] * len(rows)
         groups: dict = {}
-        for i, r in enumerate(rows):
-            groups.setdefault(id(r.specs), []).append(i)
+        for i, r in enumerate(rows):  # the spectrograms are the reference cache's arrays: same clip, same ids
+            groups.setdefault(tuple(id(s) for s in r.specs), []).append(i)
         inter = self.s2.config.inter_channels
         for idx in groups.values():
             group = [rows[i] for i in idx]
@@ -449,9 +519,11 @@ class TTS:
                     draw = np.random.default_rng(r.seed % (1 << 32)).standard_normal((n, inter), dtype=np.float32)
                     noise[b, :, :n] = draw.T
             specs = group[0].specs
+            sv = self._speaker_embeddings(specs)  # v2Pro*: one per reference, aligned with specs
             out = self.s2.decode(_pad([r.codes for r in group]), _pad([r.phones for r in group]),
                                  specs if len(specs) > 1 else specs[0], noise_scale=noise_scale, speed=speed,
-                                 noise=noise, codes_lens=c_lens, phones_lens=[len(r.phones) for r in group])
+                                 noise=noise, codes_lens=c_lens, phones_lens=[len(r.phones) for r in group],
+                                 sv_emb=None if sv is None else (sv if len(specs) > 1 else sv[0]))
             for i, w in zip(idx, out):
                 wavs[i] = np.asarray(w, np.float32)
         return wavs
