@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--sovits", type=pathlib.Path, help="S2 (SoVITS) weights: original .pth or our own checkpoint")
     m.add_argument("--bert", type=pathlib.Path, help="chinese-roberta-wwm-ext-large Hugging Face folder")
     m.add_argument("--hubert", type=pathlib.Path, help="chinese-hubert-base Hugging Face folder")
+    m.add_argument("--sv", type=pathlib.Path,
+                   help="v2Pro/v2ProPlus: speaker-verification model pretrained_eres2netv2w24s4ep4.ckpt "
+                        "(default: <model-dir>/sv/)")
     m.add_argument("--no-compile-cache", action="store_true", help="do not use the persistent JAX compilation cache")
 
     io = p.add_argument_group("input and output")
@@ -230,14 +233,18 @@ def _load_tts(args):
             from gsv_jax.inference.tts import resolve_model_folder
 
             parts = resolve_model_folder(args.model_dir)
-            for k, v in zip(("gpt", "sovits", "bert", "hubert"), explicit):
+            for k, v in zip(("gpt", "sovits", "bert", "hubert", "sv"), explicit + [args.sv]):
                 if v is not None:
                     parts[k] = v
             return TTS.from_paths(**parts, compilation_cache=cache)
-        return TTS.from_paths(args.gpt, args.sovits, args.bert, args.hubert, compilation_cache=cache)
+        return TTS.from_paths(args.gpt, args.sovits, args.bert, args.hubert, sv=args.sv, compilation_cache=cache)
     if args.model_dir is None:
         raise MissingModelFiles("no models given: pass --model-dir <folder> (or --gpt/--sovits/--bert/--hubert). "
                                 "Run `python infer.py --selftest` to check the installation without models.")
+    if args.sv is not None:
+        from gsv_jax.inference.tts import resolve_model_folder
+
+        return TTS.from_paths(**{**resolve_model_folder(args.model_dir), "sv": args.sv}, compilation_cache=cache)
     return TTS.from_folder(args.model_dir, compilation_cache=cache)
 
 
