@@ -27,7 +27,13 @@ from gsv_jax.io.torch_io import CheckpointError
 from gsv_jax.io.trees import unflatten
 from gsv_jax.models.bigvgan import BigVGAN, BigVGANConfig
 from gsv_jax.models.s2.modules import sequence_mask
-from gsv_jax.models.s2.synthesizer_v3 import SynthesizerTrnV3, V3ModelConfig, init_params, nearest_index
+from gsv_jax.models.s2.synthesizer_v3 import (
+    SynthesizerTrnV3,
+    V3ModelConfig,
+    encoded_lengths,
+    init_params,
+    nearest_index,
+)
 from gsv_jax.models.vocoder_v4 import VocoderV4, VocoderV4Config
 
 SPEC_BINS = 1025
@@ -76,17 +82,18 @@ def _jitted(cfg: V3ModelConfig):
         return model.apply({"params": params}, spec, sequence_mask(lens, spec.shape[1]),
                            method=SynthesizerTrnV3.ref_embedding)
 
-    def encode(params, codes, y_lens, text, t_lens, ge, index, f_lens):
+    def encode(params, codes, y_lens, text, t_lens, ge, index, f_lens, r_lens, *, resized=0):
+        resize = (y_lens, r_lens, resized) if resized else None
         return model.apply({"params": params}, codes, sequence_mask(y_lens, 2 * codes.shape[1]), text,
                            sequence_mask(t_lens, text.shape[1]), ge, index, sequence_mask(f_lens, index.shape[1]),
-                           method=SynthesizerTrnV3.decode_encp)
+                           resize, method=SynthesizerTrnV3.decode_encp)
 
     def cfm(params, mu, noise, cond, prompt_len, lens, *, n_steps):
         mask = sequence_mask(lens, mu.shape[1])
         return model.apply({"params": params}, mu, noise, cond, prompt_len, n_steps, mask,
                            method=lambda m, *a: m.cfm.sample(*a))
 
-    return (programs.cached_jit(ref, "s2v3_ref", salt), programs.cached_jit(encode, "s2v3_encode", salt),
+    return (programs.cached_jit(ref, "s2v3_ref", salt), programs.cached_jit(encode, "s2v3_encode", salt, static_argnames=("resized",)),
             programs.cached_jit(cfm, "s2v3_cfm", salt, static_argnames=("n_steps",)))
 
 
@@ -148,8 +155,9 @@ class S2V3:
         x[0, :n] = s[0].T
         return self._jit_ref(self.device_params, jnp.asarray(x), jnp.asarray([n], jnp.int32))
 
-    def encode(self, codes, phones, ge, *, with_x: bool = False):
-        """``decode_encp``: codes + phonemes -> ``fea [model_dim, frames]`` (numpy, channels first)."""
+    def encode(self, codes, phones, ge, speed: float = 1.0, *, with_x: bool = False):
+        """``decode_encp``: codes + phonemes -> ``fea [model_dim, frames]`` (numpy, channels first);
+        ``speed`` != 1 resizes the 50 Hz features to ``int(2 Tc / speed) + 1`` frames first."""
         c = self.config
         codes = _as_2d_int(codes, "codes")
         phones = _as_2d_int(phones, "phones")
@@ -161,10 +169,14 @@ class S2V3:
                              " (strip the EOS token 1024 first)")
         if phones.min() < 0 or phones.max() >= c.n_symbols:
             raise ValueError(f"phoneme ids must be in 0..{c.n_symbols - 1}, found {phones.min()}..{phones.max()}")
+        speed = float(speed)
+        if not 0.2 <= speed <= 5:
+            raise ValueError(f"speed must be in 0.2..5 (1 = normal), got {speed}")
         Tcb, Ttb = bucket_length(Tc), bucket_length(Tt)
-        idx = nearest_index(2 * Tc, c.upsample)
-        Tf = len(idx)
-        Tfb = int(np.floor(2 * Tcb * c.upsample))
+        Ty, Tf, keep = encoded_lengths(Tc, self.version, speed)
+        idx = nearest_index(Ty, c.upsample)
+        Tyb = 0 if speed == 1 else bucket_length(Ty)
+        Tfb = int(np.floor(max(2 * Tcb, Tyb) * c.upsample))
         cp = np.zeros((1, Tcb), np.int32)
         cp[0, :Tc] = codes[0]
         tp = np.zeros((1, Ttb), np.int32)
@@ -173,7 +185,7 @@ class S2V3:
         ip[0, :Tf] = idx
         fea, x = self._jit_encode(self.device_params, jnp.asarray(cp), jnp.asarray([2 * Tc], jnp.int32),
                                   jnp.asarray(tp), jnp.asarray([Tt], jnp.int32), ge, jnp.asarray(ip),
-                                  jnp.asarray([Tf], jnp.int32))
+                                  jnp.asarray([keep], jnp.int32), jnp.asarray([Ty], jnp.int32), resized=Tyb)
         fea = np.asarray(fea)[0, :Tf].T
         return (fea, np.asarray(x)[0, : 2 * Tc].T) if with_x else fea
 
@@ -235,12 +247,12 @@ class S2V3:
 
     # --- public synthesis -------------------------------------------------------------------------
     def decode_mel(self, codes, phones, ref_codes, ref_phones, refer_spec, ref_mel, sample_steps: int | None = None,
-                   noise=None, *, seed: int | None = None) -> np.ndarray:
+                   noise=None, *, speed: float = 1.0, seed: int | None = None) -> np.ndarray:
         """One CFM pass (= one chunk of the original's ``using_vocoder_synthesis``): the denormalised
         mel ``[1, 100, frames]`` of the target (the vocoder's input). ``noise``: the start noise
         ``[1, 100, T_prompt + T_target]`` for parity. Targets longer than one chunk: :meth:`synthesize_chunked`."""
         ge, fea_ref, mel2 = self.prompt(ref_codes, ref_phones, refer_spec, ref_mel)
-        fea = self.encode(codes, phones, ge)
+        fea = self.encode(codes, phones, ge, speed)
         chunk_len = self.T_chunk - mel2.shape[1]
         if fea.shape[1] > chunk_len:
             raise ValueError(f"target of {fea.shape[1]} mel frames is longer than one chunk ({chunk_len} with this "
@@ -257,8 +269,8 @@ class S2V3:
                              f"({vocoder.sampling_rate} Hz); {self.version} needs {conv.VOCODER_FILES[self.version]}")
 
     def synthesize_chunked(self, codes, phones, ref_codes, ref_phones, refer_spec, ref_mel, *, vocoder,
-                           sample_steps: int | None = None, noises=None, seed: int | None = None,
-                           return_mel: bool = False):
+                           sample_steps: int | None = None, noises=None, speed: float = 1.0,
+                           seed: int | None = None, return_mel: bool = False):
         """The original's ``using_vocoder_synthesis``: the target cut into ``T_chunk - T_min`` frame
         chunks, each sampled with the previous chunk's last ``T_min`` frames as its prompt, mels
         concatenated, one vocoder call. ``noises``: one start noise per chunk. Returns the waveform ``[N]``."""
@@ -267,7 +279,7 @@ class S2V3:
         ge, fea_ref, mel2 = self.prompt(ref_codes, ref_phones, refer_spec, ref_mel)
         t_min = mel2.shape[1]
         chunk_len = self.T_chunk - t_min
-        fea = self.encode(codes, phones, ge)
+        fea = self.encode(codes, phones, ge, speed)
         n_chunks = -(-fea.shape[1] // chunk_len)
         if noises is not None and len(noises) != n_chunks:
             raise ValueError(f"the target needs {n_chunks} chunks; give that many noises (got {len(noises)})")
@@ -283,8 +295,8 @@ class S2V3:
         return (wav, mel) if return_mel else wav
 
     def synthesize_batched(self, codes_list, phones_list, ref_codes, ref_phones, refer_spec, ref_mel, *, vocoder,
-                           sample_steps: int | None = None, noise=None, seed: int | None = None,
-                           return_details: bool = False):
+                           sample_steps: int | None = None, noise=None, speed: float = 1.0,
+                           seed: int | None = None, return_details: bool = False):
         """The original's ``using_vocoder_synthesis_batched_infer``: every segment's features joined,
         12 zero frames in front, overlapping ``chunk_len`` chunks (overlap 12) sampled as ONE CFM batch
         with the same prompt, mels joined, one vocoder call, chunks re-joined with SOLA, the audio split
@@ -296,7 +308,7 @@ class S2V3:
         ge, fea_ref, mel2 = self.prompt(ref_codes, ref_phones, refer_spec, ref_mel)
         chunk_len = self.T_chunk - mel2.shape[1]
         ov, U = OVERLAP_FRAMES, self.upsample_rate
-        feats = [self.encode(c, p, ge) for c, p in zip(codes_list, phones_list)]
+        feats = [self.encode(c, p, ge, speed) for c, p in zip(codes_list, phones_list)]
         lens = [f.shape[1] for f in feats]
         padded = np.pad(np.concatenate(feats, 1), ((0, 0), (ov, 0)))
         chunks, pos, padding_len = [], 0, 0

@@ -147,3 +147,34 @@ def test_sampler_is_one_device_loop():
                                            args[0]))
     text = jax.jit(lambda p, *a: m.apply(p, *a, 16, method=CFM.sample)).lower(params, *args).as_text()
     assert text.count("stablehlo.while") == 1
+
+
+@pytest.mark.parametrize("speed", [1.25, 0.8])
+def test_speed_resizes_50hz_features_like_torch(v3, speed):
+    """speed != 1: enc_p's output resized linearly (align_corners False) to int(2 Tc / speed) + 1 frames
+    before the bridge, then the nearest map and wns1 as usual (no golden: a numpy transcription)."""
+    from gsv_jax.models.s2.synthesizer_v3 import encoded_lengths, nearest_index
+
+    s2, g = v3
+    ge = s2.ref_embedding(g["refer_spec"])
+    fea, x = s2.encode(g["single_codes"], g["single_phones"], ge, speed, with_x=True)
+    T = x.shape[1]
+    Ty, Tf, keep = encoded_lengths(T // 2, "v3", speed)
+    assert Ty == int(T / speed) + 1 and fea.shape[1] == Tf == int(np.floor(Ty * 1.875)) and keep == Tf
+    src = np.maximum((np.arange(Ty) + 0.5) * (T / Ty) - 0.5, 0)
+    i0 = np.minimum(np.floor(src).astype(int), T - 1)
+    i1 = np.minimum(i0 + 1, T - 1)
+    lam = src - i0
+    y = x[:, i0] * (1 - lam) + x[:, i1] * lam
+    idx = nearest_index(Ty, 1.875)
+    ref = s2.model_apply(lambda m, y, i, mask, ge: m.mel_features(m.bridge(y), i, mask, ge), jnp.asarray(y.T[None]),
+                         jnp.asarray(idx)[None], jnp.ones((1, Tf, 1)), ge)
+    assert rel_err(fea, np.asarray(ref)[0].T) < 1e-4
+
+
+def test_speed_mask_may_cut_the_last_frame():
+    """The original's wns1 mask int(Tc · 4 / speed) + 1 is shorter than the features for some lengths."""
+    from gsv_jax.models.s2.synthesizer_v3 import encoded_lengths
+
+    assert encoded_lengths(4, "v4", 2.0) == (5, 10, 9)
+    assert encoded_lengths(40, "v3") == (80, 150, 150)

@@ -23,7 +23,7 @@ from gsv_jax.models.cfm import CFM
 from gsv_jax.models.s2.modules import WN, Conv1d, lrelu
 from gsv_jax.models.s2.quantizer import ResidualVectorQuantizer, quantize_codes
 from gsv_jax.models.s2.ref_enc import MelStyleEncoder
-from gsv_jax.models.s2.text_encoder import TextEncoder
+from gsv_jax.models.s2.text_encoder import TextEncoder, linear_resize
 
 # per version: nearest up-sampling factor of the 50 Hz features
 UPSAMPLE = {"v3": 1.875, "v4": 2.0}
@@ -83,10 +83,17 @@ def nearest_index(n_in: int, factor: float) -> np.ndarray:
     return np.minimum(idx, n_in - 1)
 
 
-def encoded_lengths(n_codes: int, version: str) -> tuple[int, int]:
-    """``(frames at 50 Hz after enc_p, frames of fea)`` for ``n_codes`` codes (speed 1)."""
-    y = 2 * n_codes
-    return y, math.floor(y * UPSAMPLE[version])
+def encoded_lengths(n_codes: int, version: str, speed: float = 1.0) -> tuple[int, int, int]:
+    """``(frames at 50 Hz fed to the bridge, frames of fea, frames the wns1 mask keeps)`` for ``n_codes``
+    codes: with speed != 1 the 50 Hz features are resized to ``int(2 Tc / speed) + 1`` frames; the mask
+    length is the original's ``int(Tc · (3.875 | 4) / speed) (+ 1)``, which may cut the last frame."""
+    factor = {"v3": 3.875, "v4": 4.0}[version]
+    if speed == 1:
+        y, keep = 2 * n_codes, int(n_codes * factor)
+    else:
+        y, keep = int(2 * n_codes / speed) + 1, int(n_codes * factor / speed) + 1
+    n = math.floor(y * UPSAMPLE[version])
+    return y, n, min(n, keep)
 
 
 class WNEncoder(nn.Module):
@@ -151,12 +158,15 @@ class SynthesizerTrnV3(nn.Module):
         up = jnp.take_along_axis(b, index[..., None], axis=1)
         return self.wns1(up * mask, mask, ge)
 
-    def decode_encp(self, codes, y_mask, text, text_mask, ge, index, fea_mask):
-        """The original's ``decode_encp`` (speed 1) on a padded batch. ``codes [B, Tc]``, ``y_mask
-        [B, 2Tc, 1]``, ``index [B, Tf]`` source frames of the up-sampling (:func:`nearest_index`),
-        ``fea_mask [B, Tf, 1]``. Returns ``(fea [B, Tf, model_dim], x [B, 2Tc, hidden])``."""
+    def decode_encp(self, codes, y_mask, text, text_mask, ge, index, fea_mask, resize=None):
+        """The original's ``decode_encp`` on a padded batch. ``codes [B, Tc]``, ``y_mask [B, 2Tc, 1]``,
+        ``index [B, Tf]`` source frames of the up-sampling (:func:`nearest_index`), ``fea_mask [B, Tf, 1]``
+        (the ``wns1`` mask, see :func:`encoded_lengths`). ``resize = (y_lens, out_lens, out_len)`` when
+        speed != 1: the 50 Hz features are first resized linearly (``F.interpolate(mode="linear")``).
+        Returns ``(fea [B, Tf, model_dim], x [B, 2Tc, hidden])``."""
         x = self.text_features(codes, y_mask, text, text_mask, ge)
-        return self.mel_features(self.bridge(x), index, fea_mask, ge), x
+        y = x if resize is None else linear_resize(x, *resize)
+        return self.mel_features(self.bridge(y), index, fea_mask, ge), x
 
     def __call__(self, codes, y_mask, text, text_mask, spec, spec_mask, index, fea_mask, noise, cond, t, d):
         """Every parameter once (initialisation / training forms): returns the CFM velocity."""
