@@ -149,11 +149,8 @@ def detect(path, sd: dict, head: bytes, hps=None) -> tuple[str, bool]:
         version, lora = families.HEADS[head]
         if version in ("v3", "v4"):
             return version, lora
-    is_lora = "lora_rank" in (hps or {}) if isinstance(hps, dict) else False
-    v = _hps_model(hps).get("version")
-    if v in ("v3", "v4"):
-        return v, is_lora
-    return "v3", is_lora
+    v = _hps_model(hps).get("version")  # (read_v3_file also flags LoRA files by their "lora_rank")
+    return (v if v in ("v3", "v4") else "v3"), False
 
 
 def read_v3_file(path):

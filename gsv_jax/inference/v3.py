@@ -488,3 +488,46 @@ def save_s2_v3_torch(s2: S2V3, path, *, info: str | None = None) -> None:
     a merged LoRA model is written as a full model (LoRA files themselves are read only)."""
     hps = s2.hparams if s2.hparams is not None else conv.make_hparams(s2.config.to_dict(), s2.version)
     conv.write_v3_export(path, s2.state_dict(), hps, info=info or s2.info or "gsv_jax export", version=s2.version)
+
+
+# ----------------------------------------------------------------------------------------------
+# random models (benchmarks)
+
+def _random_tree(template: dict, rng) -> dict:
+    """Numpy draws of the right scale for every leaf (no XLA compile of the initialisers)."""
+    from gsv_jax.io.trees import flatten
+
+    flat = {}
+    for path, leaf in flatten(template).items():
+        shape, name = tuple(leaf.shape), path[-1]
+        if name in ("bias", "beta"):
+            v = np.zeros(shape, np.float32)
+        elif name in ("gamma", "weight_g") or (name == "weight" and len(shape) == 1):
+            v = np.ones(shape, np.float32)
+        elif name == "inv_freq":
+            v = (1.0 / 10000 ** (np.arange(0, 2 * shape[0], 2) / (2 * shape[0]))).astype(np.float32)
+        elif name == "filter":
+            v = np.kaiser(shape[-1], 4.66).astype(np.float32).reshape(shape)
+            v /= v.sum()
+        elif name in ("alpha",):
+            v = np.zeros(shape, np.float32)
+        else:
+            fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+            v = (rng.standard_normal(shape) / np.sqrt(max(fan_in, 1))).astype(np.float32)
+        flat[path] = v
+    return unflatten(flat)
+
+
+def new_s2_v3(version: str = "v4", seed: int = 0, config: V3ModelConfig | None = None) -> S2V3:
+    """A full-size (or ``config``-sized) model with random weights."""
+    cfg = config or V3ModelConfig(version=version)
+    return S2V3(cfg, _random_tree(_template(cfg), np.random.default_rng(seed)))
+
+
+def new_vocoder(version: str = "v4", seed: int = 0) -> Vocoder:
+    """The official-size vocoder of ``version`` with random weights."""
+    import flax.linen as nn
+
+    module = BigVGAN(BigVGANConfig()) if version == "v3" else VocoderV4(VocoderV4Config())
+    shapes = nn.meta.unbox(jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 100))))["params"])
+    return Vocoder(version, module, _random_tree(shapes, np.random.default_rng(seed)), "random")
