@@ -139,7 +139,6 @@ class S1Task(Task):
         are rounded to fp16 as the original stores them."""
         return self.export_original(params, path, config, info="GPT-gsv-jax")
 
-
     def params_from_original(self, path: str):
         """Plain parameters from an original S1 ``.ckpt`` (fine-tuning); the architecture must match the config."""
         from gsv_jax.convert.s1 import read_s1_checkpoint

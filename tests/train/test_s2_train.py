@@ -1,9 +1,8 @@
 """S2 training machinery on a tiny synthetic corpus (8 fake CPU devices).
 
-Tiny generator (``configs/s2_tiny.py``, segment 8 frames) and a discriminator with 1/4 of the
+Tiny generator (preset ``s2_tiny``, segment 8 frames) and a discriminator with 1/4 of the
 widths (``disc_width_div=4``) so that every test compiles and runs in seconds.
 """
-import importlib.util
 import pathlib
 import re
 
@@ -11,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+from gsv_jax import configs
 from gsv_jax.data.s2_pipeline import InMemoryS2Reader, S2BatchIterator, S2DataConfig, batch_spectrogram, collate
 from gsv_jax.train.s2_task import S2Task, training_config
 
@@ -18,10 +18,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def tiny_config(steps=12, lr=1e-3):
-    spec = importlib.util.spec_from_file_location("_s2_tiny", REPO / "configs" / "s2_tiny.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    config = mod.get_config()
+    config = configs.load("s2_tiny")
     config.model.segment_size = 8
     training_config(config)
     config.optim.learning_rate = lr
