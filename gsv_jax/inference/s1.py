@@ -3,6 +3,7 @@
 ::
 
     s1 = gsv_jax.load_s1("s1v3.ckpt")        # original .ckpt, or a file written by S1.save
+    s1 = gsv_jax.load_s1("s1v3.ckpt", precision="int8")   # or "bf16": smaller weights (not exact)
     logits = s1.forward_logits(x, x_lens, y, y_lens, bert)    # [B, Ty+1, 1025]
     loss, acc = s1.forward_loss(x, x_lens, y, y_lens, bert)   # the original's forward_old
     rows = s1.generate(x, bert, prompt, top_k=15)              # list of new-token arrays
@@ -22,7 +23,7 @@ import numpy as np
 from flax import serialization
 
 from gsv_jax.convert import s1 as convert
-from gsv_jax.inference.s1_decoder import S1Decoder
+from gsv_jax.inference.s1_decoder import S1Decoder, check_precision, dequantize, quantize_params
 from gsv_jax.io.torch_io import CheckpointError
 from gsv_jax.models import s1 as model_lib
 
@@ -30,26 +31,44 @@ NATIVE_MAGIC = b"GSVJAX-S1\n"  # our single-file format: magic, then msgpack {fo
 
 
 class S1:
-    """An S1 model: ``config`` (ml_collections, with ``model``) and ``params`` (plain pytree)."""
+    """An S1 model: ``config`` (ml_collections, with ``model``) and ``params`` (plain pytree).
 
-    def __init__(self, config, params, info: str = ""):
+    ``precision`` (docs/performance.md "S1 reduced precision"): ``"fp32"`` (default, exact),
+    ``"bf16"`` (matmul kernels stored bf16) or ``"int8"`` (weight-only int8 kernels with one fp32
+    scale per output channel); ``params`` then holds the stored form and every jitted program
+    dequantises it to fp32 inside (:meth:`float_params` gives the fp32 tree back)."""
+
+    def __init__(self, config, params, info: str = "", precision: str = "fp32"):
         self.config = config if isinstance(config, ml_collections.ConfigDict) else ml_collections.ConfigDict(config)
         self.dims = model_lib.S1Dims.from_config(self.config.model)
-        self.params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params)
+        self.precision = check_precision(precision)
+        self.params = quantize_params(jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params), precision)
         self.info = info
         self.model = model_lib.S1Model(self.dims)
         self._decoder = None
-        self._fwd = jax.jit(lambda p, *a: self.model.apply({"params": p}, *a, method=model_lib.S1Model.forward_old))
+        self._fwd = jax.jit(lambda p, *a: self.model.apply({"params": dequantize(p)}, *a,
+                                                           method=model_lib.S1Model.forward_old))
+
+    def float_params(self):
+        """The fp32 parameter tree (for ``precision="fp32"`` the stored one itself)."""
+        return self.params if self.precision == "fp32" else jax.jit(dequantize)(self.params)
+
+    def to_precision(self, precision: str) -> S1:
+        """A copy of this model with its weights stored at ``precision`` (from this model's weights)."""
+        check_precision(precision)
+        return S1(self.config, self.float_params(), info=self.info, precision=precision)
 
     @property
     def version(self) -> str:
         return convert.version_of(self.dims)
 
     @classmethod
-    def random(cls, config, seed: int = 0) -> S1:
+    def random(cls, config, seed: int = 0, precision: str = "fp32") -> S1:
         """Randomly initialised model (the original's default init) for a config with ``model``."""
+        check_precision(precision)
         config = config if isinstance(config, ml_collections.ConfigDict) else ml_collections.ConfigDict(config)
-        return cls(config, model_lib.init_params(model_lib.S1Dims.from_config(config.model), seed))
+        return cls(config, model_lib.init_params(model_lib.S1Dims.from_config(config.model), seed),
+                   precision=precision)
 
     @property
     def decoder(self) -> S1Decoder:
@@ -129,7 +148,7 @@ class S1:
         path = pathlib.Path(path)
         payload = {"format": "gsv-jax-s1", "version": 1, "info": self.info,
                    "config": json.dumps(self.config.to_dict()),
-                   "params": jax.tree.map(np.asarray, self.params)}
+                   "params": jax.tree.map(np.asarray, self.float_params())}
         data = NATIVE_MAGIC + serialization.msgpack_serialize(payload)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
@@ -137,8 +156,10 @@ class S1:
         os.replace(tmp, path)
 
 
-def load_s1(path: str | os.PathLike) -> S1:
-    """Load an original S1 ``.ckpt`` (fp16 -> fp32) or a file written by :meth:`S1.save`."""
+def load_s1(path: str | os.PathLike, precision: str = "fp32") -> S1:
+    """Load an original S1 ``.ckpt`` (fp16 -> fp32) or a file written by :meth:`S1.save`.
+    ``precision``: ``"fp32"`` (exact), ``"bf16"`` or ``"int8"`` weights (see :class:`S1`)."""
+    check_precision(precision)
     path = pathlib.Path(path)
     if not path.exists():
         raise FileNotFoundError(f"S1 checkpoint not found: {path}")
@@ -146,7 +167,7 @@ def load_s1(path: str | os.PathLike) -> S1:
         with open(path, "rb") as f:
             head = f.read(len(NATIVE_MAGIC))
         if head == NATIVE_MAGIC:
-            return _load_native(path)
+            return _load_native(path, precision)
     config, dims, params, info = convert.read_s1_checkpoint(path)
     cfg = ml_collections.ConfigDict(_jsonable(config))
     if "model" not in cfg:  # bare state dict: record the inferred architecture
@@ -154,30 +175,33 @@ def load_s1(path: str | os.PathLike) -> S1:
                                                "phoneme_vocab_size": dims.phoneme_vocab_size,
                                                "embedding_dim": dims.dim, "hidden_dim": dims.dim,
                                                "head": dims.heads, "n_layer": dims.n_layer})
-    return S1(cfg, params, info=str(info))
+    return S1(cfg, params, info=str(info), precision=precision)
 
 
 def save_s1_torch(s1: S1, path: str | os.PathLike, info: str | None = None) -> None:
     """Write the original's S1 ``.ckpt`` (fp16 ``weight``, ``config``, ``info``): loadable by the
     original WebUI/TTS code and by :func:`load_s1`."""
     cfg = s1.config.to_dict()
-    convert.write_s1_checkpoint(path, jax.tree.map(np.asarray, s1.params), s1.dims, cfg,
+    convert.write_s1_checkpoint(path, jax.tree.map(np.asarray, s1.float_params()), s1.dims, cfg,
                                 info=info or s1.info or "GPT-e0")
 
 
-def _load_native(path: pathlib.Path) -> S1:
+def _load_native(path: pathlib.Path, precision: str = "fp32") -> S1:
     try:
         payload = serialization.msgpack_restore(path.read_bytes()[len(NATIVE_MAGIC):])
         config = json.loads(payload["config"])
         params = payload["params"]
     except Exception as e:  # noqa: BLE001 - any decoding failure means a damaged file
         raise CheckpointError(f"{path}: damaged gsv-jax S1 file ({type(e).__name__}: {e})") from None
-    s1 = S1(config, params, info=payload.get("info", ""))
-    want = jax.tree.map(lambda s: s.shape, model_lib.param_shapes(s1.dims))
-    got = jax.tree.map(lambda a: a.shape, s1.params)
+    try:
+        dims = model_lib.S1Dims.from_config(ml_collections.ConfigDict(config).model)
+        want = jax.tree.map(lambda s: s.shape, model_lib.param_shapes(dims))
+        got = jax.tree.map(lambda a: np.shape(a), params)
+    except Exception as e:  # noqa: BLE001 - a config that cannot describe a model is damage too
+        raise CheckpointError(f"{path}: damaged gsv-jax S1 file ({type(e).__name__}: {e})") from None
     if want != got:
         raise CheckpointError(f"{path}: parameters do not match the stored config")
-    return s1
+    return S1(config, params, info=payload.get("info", ""), precision=precision)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -42,6 +42,73 @@ EOS_BAN_STEPS = 11  # the original removes the EOS column while idx < 11
 
 
 # ---------------------------------------------------------------------------------------------
+# reduced-precision weights (docs/performance.md "S1 reduced precision")
+
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class Int8Kernel:
+    """A weight-only int8 kernel: ``q`` int8 (the kernel's shape) times ``scale`` fp32 (1 along the
+    input axes: one scale per output channel)."""
+
+    q: Any
+    scale: Any
+
+
+def check_precision(precision) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r}); "
+                         "fp32 is the exact default")
+    return precision
+
+
+def _input_axes(name: str, ndim: int) -> tuple:
+    # out_kernel [H, hd, D] reads over (H, hd); qkv_kernel [D, 3, H, hd] and Dense [in, out] over axis 0
+    return (0, 1) if name == "out_kernel" else (0,)
+
+
+def quantize_params(params, precision: str):
+    """Host-side: fp32 parameter tree -> the stored tree for ``precision``.  Only matmul kernels
+    (leaves named ``*kernel``) change; embeddings, biases and norms stay fp32.  fp32: unchanged."""
+    check_precision(precision)
+    if precision == "fp32":
+        return params
+
+    def one(path, a):
+        name = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)][-1]
+        a = np.asarray(a, np.float32)
+        if not name.endswith("kernel"):
+            return a
+        if precision == "bf16":
+            return jnp.asarray(a, jnp.bfloat16)
+        amax = np.max(np.abs(a), axis=_input_axes(name, a.ndim), keepdims=True)
+        scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+        return Int8Kernel(np.clip(np.rint(a / scale), -127, 127).astype(np.int8), scale)
+
+    return jax.tree_util.tree_map_with_path(one, params)
+
+
+def dequantize(params):
+    """The fp32 tree the model runs (traceable: call inside jit).  Identity for fp32 trees."""
+
+    def one(a):
+        if isinstance(a, Int8Kernel):
+            return a.q.astype(jnp.float32) * a.scale
+        return a.astype(jnp.float32) if a.dtype == jnp.bfloat16 else a
+
+    return jax.tree.map(one, params, is_leaf=lambda a: isinstance(a, Int8Kernel))
+
+
+def precision_of(params) -> str:
+    leaves = jax.tree.leaves(params, is_leaf=lambda a: isinstance(a, Int8Kernel))
+    if any(isinstance(a, Int8Kernel) for a in leaves):
+        return "int8"
+    return "bf16" if any(a.dtype == jnp.bfloat16 for a in leaves) else "fp32"
+
+
+# ---------------------------------------------------------------------------------------------
 # the sampling rules
 
 def repetition_penalty(logits, seen, rp):
@@ -121,7 +188,8 @@ class S1Decoder:
     """
 
     def __init__(self, dims: S1Dims, *, chunk: int = 16, x_bucket: int = 32, p_bucket: int = 32,
-                 min_window: int = 256, max_cache: int = 8192, first_window_tokens: int = 128):
+                 min_window: int = 256, max_cache: int = 8192, first_window_tokens: int = 128,
+                 dequant_in_step: bool | None = None):
         if x_bucket % chunk or p_bucket % chunk or min_window % chunk:
             raise ValueError("x_bucket, p_bucket and min_window must be multiples of chunk")
         self.dims = dims
@@ -130,8 +198,12 @@ class S1Decoder:
         # the first attention window already covers this many new tokens, so that a typical
         # utterance (up to ~5 s of speech) decodes with one compiled window instead of two
         self.first_window_tokens = first_window_tokens
+        # reduced-precision weights: dequantised once per decode call (XLA:CPU cannot fuse the
+        # conversion into its matmuls, so per step it costs 3-4x the fp32 step) or inside every step
+        # (accelerators, where the conversion fuses into the matmul operand and halves/quarters the bytes read)
+        self.dequant_in_step = jax.default_backend() != "cpu" if dequant_in_step is None else bool(dequant_in_step)
         self.trace_counts: collections.Counter = collections.Counter()
-        salt = f"{dims!r} chunk={chunk}"
+        salt = f"{dims!r} chunk={chunk} dequant_in_step={self.dequant_in_step}"
         self._prefill = programs.cached_jit(self._prefill_impl, "s1_prefill", salt,
                                             static_argnames=("cache_len", "record"))
         self._decode = programs.cached_jit(self._decode_impl, "s1_decode", salt, static_argnames=("window", "record"),
@@ -144,7 +216,7 @@ class S1Decoder:
     def _prefill_impl(self, params, x, x_lens, bert, prompt, prompt_lens, *, cache_len: int, record: bool):
         self.trace_counts["prefill"] += 1
         model = self._model(cache_len)
-        logits, kv, valid = model.apply({"params": params}, x, x_lens, bert, prompt, prompt_lens, method=S1Model.prefill)
+        logits, kv, valid = model.apply({"params": dequantize(params)}, x, x_lens, bert, prompt, prompt_lens, method=S1Model.prefill)
         b, s = valid.shape
         pad = cache_len - s
         cache = tuple((jnp.pad(k, ((0, 0), (0, 0), (0, pad), (0, 0))), jnp.pad(v, ((0, 0), (0, 0), (0, pad), (0, 0))))
@@ -168,6 +240,7 @@ class S1Decoder:
         eos, v_size, c = self.dims.eos, self.dims.vocab_size, self.chunk
         b = state.valid.shape[0]
         rows = jnp.arange(b)
+        call_params = params if self.dequant_in_step else dequantize(params)
 
         def chunk(st: DecodeState) -> DecodeState:
             cache, keep = st.cache, st.valid[:, :window]  # read-only inside the chunk
@@ -191,8 +264,9 @@ class S1Decoder:
                 if record:
                     new["step_logits"] = sm["step_logits"].at[:, idx].set(sm["logits"], mode="drop")
                 recent_keep = jnp.broadcast_to(jnp.arange(c) <= slot, (b, c))
+                step_params = dequantize(params) if self.dequant_in_step else call_params
                 new["logits"], recent = model.apply(
-                    {"params": params}, tok, prompt_lens + idx, cache, keep, recent, slot, recent_keep, window,
+                    {"params": step_params}, tok, prompt_lens + idx, cache, keep, recent, slot, recent_keep, window,
                     method=S1Model.decode_step)
                 return (new, recent), None
 
