@@ -26,9 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bert", help="chinese-roberta-wwm-ext-large Hugging Face folder (text stage)")
     p.add_argument("--hubert", help="chinese-hubert-base Hugging Face folder (audio stage)")
     p.add_argument("--sovits", help="S2 (SoVITS) generator weights .pth (semantic stage)")
+    p.add_argument("--sv", help="v2Pro/v2ProPlus: the speaker-verification model pretrained_eres2netv2w24s4ep4.ckpt "
+                                "(sv stage: one speaker embedding per utterance; 'all' then includes it)")
     p.add_argument("--version", default="v2", choices=["v1", "v2"], help="symbol table of the phone ids (v2 for every model but v1)")
-    p.add_argument("--stage", action="append", choices=["text", "audio", "semantic", "pack", "all"],
-                   help="stage(s) to run, repeatable (default: all = text, audio, semantic, pack)")
+    p.add_argument("--stage", action="append", choices=["text", "audio", "semantic", "sv", "pack", "all"],
+                   help="stage(s) to run, repeatable (default: all = text, audio, semantic, [sv with --sv,] pack)")
     p.add_argument("--shard", default="0/1", help="i/n: this worker's share of the utterances (default 0/1)")
     p.add_argument("--chunk-items", type=int, default=64, help="items per resumable chunk (default 64)")
     p.add_argument("--chunk-seconds", type=float, default=120.0, help="publish a chunk at least this often")
@@ -98,13 +100,14 @@ def run(args) -> None:
     shard, num_shards = prepare.parse_shard(args.shard)
     stages = args.stage or ["all"]
     if "all" in stages:
-        stages = ["text", "audio", "semantic", "pack"]
-    models = prepare.load_models(bert=args.bert, hubert=args.hubert, sovits=args.sovits)
+        stages = ["text", "audio", "semantic"] + (["sv"] if args.sv else []) + ["pack"]
+    models = prepare.load_models(bert=args.bert, hubert=args.hubert, sovits=args.sovits, sv=args.sv)
     summary = prepare.prepare(args.list, args.out, models, stages=stages, shard=shard, num_shards=num_shards,
                               wav_dir=args.wav_dir, version=args.version, chunk_items=args.chunk_items,
                               chunk_seconds=args.chunk_seconds, retry_failed=args.retry_failed,
                               progress=not args.no_progress, batch_size=args.batch_size,
-                              meta={"models": {"bert": args.bert, "hubert": args.hubert, "sovits": args.sovits}})
+                              meta={"models": {"bert": args.bert, "hubert": args.hubert, "sovits": args.sovits,
+                                               **({"sv": args.sv} if args.sv else {})}})
     print(prepare.format_summary(summary))
     print(f"summary: {summary['summary_path']}")
 

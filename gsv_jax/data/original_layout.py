@@ -138,6 +138,11 @@ def import_original(exp_dir, out, *, version: str = "v2", num_shards: int = 1, l
                 item = {"name": name, "lang": lang, "norm_text": norm, "phones": " ".join(phones),
                         "phone_ids": ids, "word2ph": word2ph, "bert": bert, "semantic": semantic[name],
                         "ssl": ssl, "wav32k": wav}
+                sv_path = exp / "7-sv_cn" / f"{name}.pt"  # v2Pro*: the speaker embedding [1, 20480]
+                if sv_path.exists():
+                    item["sv_emb"] = np.asarray(load_torch_file(sv_path), np.float32).reshape(-1)
+                elif (exp / "7-sv_cn").is_dir():
+                    raise ValueError(f"7-sv_cn/{name}.pt missing (the folder has speaker embeddings for others)")
                 writers[shard_of(name, num_shards)].add(item)
                 count += 1
             except Exception as e:  # noqa: BLE001 - report the item, keep going
@@ -189,6 +194,9 @@ def export_original(dataset, exp_dir, *, half: bool = False, progress: bool = Tr
         if item["lang"] == "zh":
             save_torch_file(item["bert"].astype(dtype), exp / "3-bert" / f"{name}.pt")
         save_torch_file(item["ssl"].astype(dtype)[None], exp / "4-cnhubert" / f"{name}.pt")
+        if "sv_emb" in item:  # v2Pro*: 7-sv_cn/<name>.pt, [1, 20480] as the original's 2-get-sv.py saves it
+            (exp / "7-sv_cn").mkdir(exist_ok=True)
+            save_torch_file(np.asarray(item["sv_emb"], dtype).reshape(1, -1), exp / "7-sv_cn" / f"{name}.pt")
         sf.write(str(exp / "5-wav32k" / name), item["wav32k"], families.SOVITS_SAMPLE_RATE, subtype="PCM_16", format="WAV")
     (exp / "2-name2text.txt").write_text("\n".join(text_lines) + "\n", encoding="utf-8")
     (exp / "6-name2semantic.tsv").write_text("\n".join(sem_lines) + "\n", encoding="utf-8")

@@ -7,6 +7,8 @@ Stages (docs/data.md, "Stages"; each one can run alone, in any process, on any h
 * ``audio``    load + resample to 32 kHz, the original's loudness mixes (``gsv_jax.audio.prepare_clip``:
                int16 32 kHz wav kept; HuBERT input at 16 kHz), HuBERT features ``[768, T]`` at 50 Hz;
 * ``semantic`` the S2 quantizer turns the HuBERT features into 25 Hz tokens;
+* ``sv``       v2Pro/v2ProPlus only (the original's ``2-get-sv.py`` / ``7-sv_cn``): the stored 32 kHz
+               clip, resampled to 16 kHz, -> ERes2NetV2 speaker embedding ``sv_emb`` float32 ``[20480]``;
 * ``pack``     joins the three per utterance and writes ``data-<i>-of-<n>.array_record`` shards
                (:mod:`gsv_jax.data.format`).
 
@@ -35,6 +37,7 @@ import numpy as np
 from gsv_jax.data import format as dsformat
 
 STAGES = ("text", "audio", "semantic")
+SV_STAGE = "sv"  # optional (v2Pro*): packed when it was run, required by their training
 LANG_CODES = {
     "ZH": "zh", "zh": "zh",
     "JP": "ja", "jp": "ja", "JA": "ja", "ja": "ja",
@@ -268,6 +271,7 @@ class Models:
     extract_latent: Callable | None = None
     # optional: many clips in one padded call, each result equal to its solo call
     hubert_batch: Callable | None = None  # [wav16k_i] -> [[768, T_i]]
+    sv_embed: Callable | None = None  # v2Pro*: wav16k float32 [N] -> speaker embedding [D]
 
 
 def text_item(entry: Entry, models: Models, version: str) -> dict[str, Any]:
@@ -345,6 +349,19 @@ def semantic_item(name: str, ssl: np.ndarray, models: Models) -> dict[str, Any]:
     return {"name": name, "semantic": codes}
 
 
+def sv_item(name: str, wav32k: np.ndarray, models: Models) -> dict[str, Any]:
+    """As the original's ``2-get-sv.py``: the 32 kHz clip as float (int16 / 32768), torchaudio's
+    ``Resample(32000, 16000)``, ``compute_embedding3`` -> ``sv_emb`` float32 ``[D]``."""
+    from gsv_jax import audio
+
+    wav = np.asarray(wav32k)
+    wav = wav.astype(np.float32) / 32768.0 if wav.dtype == np.int16 else wav.astype(np.float32)
+    emb = np.asarray(models.sv_embed(audio.resample_sinc(wav, audio.MODEL_SR, 16000)), np.float32).reshape(-1)
+    if not np.isfinite(emb).all():
+        raise ItemError("speaker embedding contains NaN/inf")
+    return {"name": name, "sv_emb": emb}
+
+
 # ----------------------------------------------------------------------------- running
 
 
@@ -380,7 +397,7 @@ def run_stage(stage: str, entries: Sequence[Entry], out, models_fn: Callable[[st
     store = StageStore(out, stage)
     report = StageReport(stage, assigned=len(entries))
     todo = []
-    upstream = StageStore(out, "audio") if stage == "semantic" else None
+    upstream = StageStore(out, "audio") if stage in ("semantic", SV_STAGE) else None
     for e in entries:
         if e.name in store.done or (e.name in store.failed and not retry_failed):
             report.already += 1
@@ -442,6 +459,9 @@ def run_stage(stage: str, entries: Sequence[Entry], out, models_fn: Callable[[st
                             run_hubert_batch()
                     else:
                         add(audio_record(e.name, models.hubert(hub_in), wav32k), seconds)
+                elif stage == SV_STAGE:
+                    wav32k = upstream.read(e.name)["wav32k"]
+                    add(sv_item(e.name, wav32k, models), len(wav32k) / 32000.0)
                 else:
                     ssl = upstream.read(e.name)["ssl"]
                     add(semantic_item(e.name, ssl, models), ssl.shape[1] / 50.0)
@@ -459,14 +479,15 @@ def run_stage(stage: str, entries: Sequence[Entry], out, models_fn: Callable[[st
 
 
 def pack_shard(entries: Sequence[Entry], out, shard: int, num_shards: int, meta: dict,
-               progress: bool = True) -> StageReport:
-    """Join the stage results of one shard's entries into ``data-<shard>-of-<n>.array_record``."""
+               progress: bool = True, stages: Sequence[str] = STAGES) -> StageReport:
+    """Join the stage results of one shard's entries into ``data-<shard>-of-<n>.array_record``
+    (``stages``: the stages every item needs; ``STAGES`` + ``"sv"`` for v2Pro* datasets)."""
     out = pathlib.Path(out)
     report = StageReport("pack", assigned=len(entries))
-    stores = {s: StageStore(out, s) for s in STAGES}
+    stores = {s: StageStore(out, s) for s in stages}
     ready = []
     for e in entries:
-        missing = [s for s in STAGES if e.name not in stores[s].done]
+        missing = [s for s in stages if e.name not in stores[s].done]
         if missing:
             s = missing[0]
             report.blocked[e.name] = (f"{s} stage failed: {stores[s].failed[e.name]}" if e.name in stores[s].failed
@@ -491,7 +512,7 @@ def pack_shard(entries: Sequence[Entry], out, shard: int, num_shards: int, meta:
     with dsformat.DatasetWriter(out, shard, num_shards, meta=meta) as w:
         for e in _progress(ready, len(ready), "pack", progress):
             item = {}
-            for s in STAGES:
+            for s in stages:
                 item.update(stores[s].read(e.name))
             w.add(item)
             report.done += 1
@@ -501,7 +522,7 @@ def pack_shard(entries: Sequence[Entry], out, shard: int, num_shards: int, meta:
     return report
 
 
-def load_models(bert=None, hubert=None, sovits=None) -> Callable[[str], Models]:
+def load_models(bert=None, hubert=None, sovits=None, sv=None) -> Callable[[str], Models]:
     """Lazy loader of the real models for each stage (nothing is loaded for a stage with no work)."""
     cache: dict[str, Any] = {}
 
@@ -536,6 +557,12 @@ def load_models(bert=None, hubert=None, sovits=None) -> Callable[[str], Models]:
 
                 cache["s2"] = gsv_jax.load_s2(need("--sovits", sovits))
             m.extract_latent = cache["s2"].extract_latent
+        elif stage == SV_STAGE:
+            if "sv" not in cache:
+                import gsv_jax
+
+                cache["sv"] = gsv_jax.load_sv(need("--sv", sv))
+            m.sv_embed = cache["sv"].embed
         return m
 
     return get
@@ -557,17 +584,20 @@ def prepare(list_path, out, models_fn: Callable[[str], Models], *, stages: Seque
     mine = [e for e in entries if shard_of(e.name, num_shards) == shard]
     tag = worker_tag(shard, num_shards)
     reports = []
+    # a dataset with speaker embeddings (v2Pro*) packs them: asked for now, or already computed earlier
+    with_sv = SV_STAGE in stages or (out / "work" / SV_STAGE).is_dir()
     for stage in stages:
         if stage == "pack":
             m = {"symbol_version": version, "sample_rate": 32000, "ssl_rate": 50, "semantic_rate": 25,
                  "source_list": str(list_path), **(meta or {})}
-            reports.append(pack_shard(mine, out, shard, num_shards, m, progress))
-        elif stage in STAGES:
+            reports.append(pack_shard(mine, out, shard, num_shards, m, progress,
+                                      STAGES + ((SV_STAGE,) if with_sv else ())))
+        elif stage in STAGES + (SV_STAGE,):
             reports.append(run_stage(stage, mine, out, models_fn, version=version, tag=tag, chunk_items=chunk_items,
                                      chunk_seconds=chunk_seconds, retry_failed=retry_failed, progress=progress,
                                      batch_size=batch_size))
         else:
-            raise ValueError(f"unknown stage {stage!r}; choose from {STAGES + ('pack',)}")
+            raise ValueError(f"unknown stage {stage!r}; choose from {STAGES + (SV_STAGE, 'pack')}")
     summary = {
         "list": str(list_path), "out": str(out), "shard": f"{shard}/{num_shards}",
         "lines": len(entries) + len(skipped), "assigned": len(mine),

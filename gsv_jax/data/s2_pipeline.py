@@ -94,8 +94,15 @@ class OriginalS2Folder:
         phones = read_name2text(str(text_path))
         hub = {p.name[:-3] for p in (self.exp_dir / "4-cnhubert").glob("*.pt")}
         wavs = {p.name for p in (self.exp_dir / "5-wav32k").iterdir()}
+        names = set(phones) & hub & wavs
+        self.speaker_verification = families.family(version).speaker_verification
+        if self.speaker_verification:  # v2Pro*: 7-sv_cn/<name>.pt, [1, 20480] per utterance (2-get-sv.py)
+            if not (self.exp_dir / "7-sv_cn").is_dir():
+                raise FileNotFoundError(f"{self.exp_dir / '7-sv_cn'} not found: a {version} model trains on speaker "
+                                        "embeddings; run the original's 2-get-sv.py or data/prepare.py --sv")
+            names &= {p.name[:-3] for p in (self.exp_dir / "7-sv_cn").glob("*.pt")}
         self._items = []
-        for name in sorted(set(phones) & hub & wavs):
+        for name in sorted(names):
             ids = np.asarray(cleaned_text_to_sequence(phones[name], version), np.int32)
             size = os.path.getsize(self.exp_dir / "5-wav32k" / name)
             self._items.append((name, ids, max(0, (size - 44) // 2)))
@@ -116,7 +123,10 @@ class OriginalS2Folder:
         wav, sr = sf.read(str(self.exp_dir / "5-wav32k" / name), dtype="int16", always_2d=True)
         if sr != families.SOVITS_SAMPLE_RATE:
             raise ValueError(f"{name}: 5-wav32k holds {sr} Hz audio; the original writes 32 kHz")
-        return {"name": name, "phone_ids": ids, "ssl": ssl, "wav32k": wav[:, 0]}
+        item = {"name": name, "phone_ids": ids, "ssl": ssl, "wav32k": wav[:, 0]}
+        if self.speaker_verification:
+            item["sv_emb"] = np.asarray(load_torch_file(self.exp_dir / "7-sv_cn" / f"{name}.pt"), np.float32).reshape(-1)
+        return item
 
     def lengths(self, field: str) -> np.ndarray:
         if field == "wav32k":
@@ -214,8 +224,15 @@ def collate(items: list[dict], frames: int, text_multiple: int = 32, epoch: int 
         ssl[b, : s.shape[1]] = s.T
         ids = np.asarray(it["phone_ids"], np.int32)
         text[b, : len(ids)], text_lens[b] = ids, len(ids)
-    return {"wav": wav, "wav_lens": wav_lens, "spec_lens": spec_lens, "ssl": ssl, "text": text,
-            "text_lens": text_lens, "epoch": np.full(B, epoch, np.int32)}
+    out = {"wav": wav, "wav_lens": wav_lens, "spec_lens": spec_lens, "ssl": ssl, "text": text,
+           "text_lens": text_lens, "epoch": np.full(B, epoch, np.int32)}
+    if any("sv_emb" in it for it in items):  # v2Pro*: each utterance's speaker embedding [B, 20480]
+        missing = [it.get("name", "?") for it in items if "sv_emb" not in it]
+        if missing:
+            raise ValueError(f"items {missing[:3]} have no sv_emb (speaker embedding): prepare the data with the "
+                             "speaker-embedding stage (data/prepare.py --sv ...)")
+        out["sv_emb"] = np.stack([np.asarray(it["sv_emb"], np.float32).reshape(-1) for it in items])
+    return out
 
 
 def batch_spectrogram(wav, wav_lens, frames: int, n_fft: int = 2048, hop: int = HOP, win: int = 2048):
@@ -247,4 +264,9 @@ def make_s2_data(config, process_index: int | None = None, process_count: int | 
     pc = jax.process_count() if process_count is None else process_count
     train = config.train
     dcfg = S2DataConfig.from_config(d, batch_size=train.batch_size, seed=train.get("seed"))
+    version = config.model.get("version", "v2")
+    if families.family(version).speaker_verification and len(reader) and "sv_emb" not in reader[0]:
+        raise ValueError(f"a {version} model trains on each utterance's speaker embedding, but the data has no "
+                         "sv_emb field: prepare it with the speaker-embedding stage (data/prepare.py --sv "
+                         "pretrained_eres2netv2w24s4ep4.ckpt)")
     return S2BatchIterator(reader, dcfg, pi, pc)
