@@ -131,3 +131,12 @@ def test_refusals(s2, g):
         s2.decode_mel(np.full((1, 5), 1024), g["single_phones"], *_ref(g))
     with pytest.raises(ValueError, match="noise of row 0 must be"):
         s2.decode_mel(g["single_codes"], g["single_phones"], *_ref(g), sample_steps=4, noise=g["single_noise"][..., :-1])
+
+
+def test_random_model_for_benchmarks(s2, g):
+    from gsv_jax.inference.v3 import new_s2_v3
+
+    r = new_s2_v3(config=s2.config.replace(version="v4"), seed=1)
+    assert r.version == "v4" and r.sampling_rate == 48000 and r.default_steps == 8
+    mel = r.decode_mel(g["single_codes"], g["single_phones"], *_ref(g), sample_steps=2, seed=0)
+    assert mel.shape == (1, 100, 160) and np.all(np.isfinite(mel))
