@@ -144,11 +144,14 @@ class StreamDecoder:
     streaming loop; :meth:`push` takes the next chunk of tokens and returns the audio ready to play."""
 
     def __init__(self, s2, phones: np.ndarray, specs, *, speed: float = 1.0, noise_scale: float = 0.5,
-                 overlap_length: int = 2, seed: int = 0):
+                 overlap_length: int = 2, seed: int = 0, sv_emb=None):
         self.s2, self.phones = s2, np.asarray(phones, np.int32)
         self.speed, self.noise_scale = float(speed), float(noise_scale)
         self.overlap_length = max(0, int(overlap_length))
-        ge = s2.ref_embedding(specs if isinstance(specs, (list, tuple)) else [specs])
+        if s2.speaker_verification and sv_emb is None:
+            raise ValueError(f"a {s2.version} model needs the speaker embedding of every reference (sv_emb)")
+        # v2Pro*: each reference fused with its own embedding (sv_emb aligned with specs), then averaged
+        ge = s2.ref_embedding(specs if isinstance(specs, (list, tuple)) else [specs], sv_emb)
         self.ge = ge.mean(0, keepdims=True)[:, None, :]  # several references: averaged, as decode does
         self.upsample = s2.config.hop * 2 / self.speed  # samples per token
         self.overlap_size = math.ceil(self.overlap_length * self.upsample)

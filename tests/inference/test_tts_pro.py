@@ -75,6 +75,15 @@ def test_each_reference_decodes_with_its_own_embedding(tts, refs):
         assert np.abs(got - want).max() < 1e-6
     one = tts.decode_tokens([synth.S2Row(codes, phones, [r_main.spec], 0)], noise_scale=0.0)[0]
     assert np.abs(got - one).max() > 1e-4  # the auxiliary reference takes part in the average
+    # the streaming decoder (server streaming modes) fuses the same embeddings: one final push = decode
+    from gsv_jax.inference.streaming import StreamDecoder
+
+    specs = [r_main.spec, r_aux.spec]
+    dec = StreamDecoder(tts.s2, phones, specs, noise_scale=0.0, sv_emb=tts._speaker_embeddings(specs))
+    streamed = dec.push(codes, True)
+    assert streamed.shape == got.shape and np.abs(streamed - got).max() < 1e-5
+    with pytest.raises(ValueError, match="needs the speaker embedding"):
+        StreamDecoder(tts.s2, phones, specs, noise_scale=0.0)
 
 
 def test_synthesize_with_aux_reference_and_cached_embeddings(tts, refs, monkeypatch):
