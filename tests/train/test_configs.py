@@ -33,8 +33,9 @@ def test_presets_by_name_or_path(tmp_path):
     own.write_text("from gsv_jax.configs import s1_v2\n\ndef get_config():\n    c = s1_v2.get_config()\n"
                    "    c.train.batch_size = 3\n    return c\n")
     assert configs.resolve(own) == own and configs.load(own).train.batch_size == 3
-    with pytest.raises(FileNotFoundError, match=r"--config s2_v3: .*in gsv_jax/configs/: s1_tiny, s1_v1, s1_v2, s2_tiny"):
+    with pytest.raises(FileNotFoundError, match=r"--config s2_v3: .*in gsv_jax/configs/: ") as e:
         configs.resolve("s2_v3")
+    assert all(name in str(e.value) for name in configs.presets())
     with pytest.raises(FileNotFoundError, match="is a folder"):
         configs.resolve(tmp_path)
 

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from gsv_jax import configs
 from tests.conftest import golden_path
 from tests.train.test_train_cli import PHONES, _s2_experiment
 
@@ -89,7 +90,7 @@ def test_unknown_config_key_says_what_was_meant(run, tmp_path):
 
 def test_missing_config_and_data_and_init_from(run, tmp_path):
     code, _, err = run("--config", "configs/s2_v2.py", "--workdir", str(tmp_path))
-    _one_error_line(code, err, "configs/s2_v2.py", "--config s2_v2", "s1_tiny, s1_v1, s1_v2, s2_tiny, s2_v1, s2_v2")
+    _one_error_line(code, err, "configs/s2_v2.py", "--config s2_v2", "gsv_jax/configs/", *configs.presets())
     code, _, err = run("--workdir", str(tmp_path))
     _one_error_line(code, err, "--config is required", "s2_v2")
     code, _, err = run("--config", "s1_tiny", "--workdir", str(tmp_path / "run"))
