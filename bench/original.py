@@ -177,6 +177,7 @@ def main():
     ap.add_argument("--repo", required=True, help="a GPT-SoVITS checkout (the folder holding GPT_SoVITS/)")
     ap.add_argument("--only", default="s1,s2_decode,s2_train")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--one-line", action="store_true", help="print the JSON on one line (for bench/compare.py)")
     args = ap.parse_args()
     _prepare(args.repo)
     import torch
@@ -189,7 +190,7 @@ def main():
             out[name.strip()] = fn(args.repeats)
         print(json.dumps({name: out[name.strip()]}), file=sys.stderr, flush=True)
     out["load_avg_1min_after"] = round(os.getloadavg()[0], 2)
-    print(json.dumps(out, indent=1))
+    print(json.dumps(out) if args.one_line else json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
