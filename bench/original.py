@@ -10,6 +10,8 @@ torch's default threads. Prints one JSON object.
 * ``s1``: ``Text2SemanticDecoder.infer_panel`` (v2 size: 24 layers, width 512), 100 phonemes +
   150 prompt tokens, 200 new tokens, top_k 15, repetition penalty 1.35 (EOS made impossible by
   zeroing its output row, so all 200 are made) -- as ``bench/s1_decode.py``.
+* ``s1_train``: ``forward_old`` + backward + ScaledAdam (as its Lightning module), batch 8 x
+  (100 phonemes, 300 tokens) -- as ``bench/s1_train.py``.
 * ``s2_decode``: ``SynthesizerTrn.decode`` (v2), 200 codes -> 8 s, 100 phonemes, 3 s reference --
   as ``bench/s2_decode.py``.
 * ``s2_train``: the body of the original ``s2_train.py`` loop (generator forward, D step,
@@ -92,6 +94,34 @@ def bench_s1(repeats):
     res["new_tokens"] = made[-1]
     res["tokens_per_second"] = round(made[-1] / res["seconds"], 2)  # prefill included, as the issue's figure
     return res
+
+
+def bench_s1_train(repeats):
+    """The original's S1 training step (``forward_old`` + backward + ScaledAdam as its Lightning
+    module configures it), v2 size, batch 8 x (100 phonemes, 300 tokens), fp32 -- as ``bench/s1_train.py``."""
+    import torch
+    from AR.models.t2s_model import Text2SemanticDecoder
+    from AR.modules.optim import ScaledAdam
+
+    torch.manual_seed(0)
+    cfg = {"model": dict(vocab_size=1025, phoneme_vocab_size=732, embedding_dim=512, hidden_dim=512, head=16,
+                         linear_units=2048, n_layer=24, dropout=0, EOS=1024)}
+    m = Text2SemanticDecoder(cfg, top_k=3).train()
+    opt = ScaledAdam(m.parameters(), lr=0.01, betas=(0.9, 0.95), clipping_scale=2.0,
+                     parameters_names=[[n for n, _ in m.named_parameters()]], show_dominant_parameters=False,
+                     clipping_update_period=1000)
+    b, tx, ty = 8, 100, 300
+    x, x_lens = torch.randint(0, 732, (b, tx)), torch.full((b,), tx)
+    y, y_lens = torch.randint(0, 1024, (b, ty)), torch.full((b,), ty)
+    bert = torch.randn(b, 1024, tx) * 0.1
+
+    def step():
+        opt.zero_grad()
+        loss, _ = m.forward_old(x, x_lens, y, y_lens, bert)
+        loss.backward()
+        opt.step()
+
+    return _timed(step, repeats)
 
 
 def bench_s2_decode(repeats):
@@ -185,7 +215,8 @@ def main():
     out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
            "load_avg_1min_before": round(os.getloadavg()[0], 2)}
     for name in args.only.split(","):
-        fn = {"s1": bench_s1, "s2_decode": bench_s2_decode, "s2_train": bench_s2_train}[name.strip()]
+        fn = {"s1": bench_s1, "s1_train": bench_s1_train, "s2_decode": bench_s2_decode,
+              "s2_train": bench_s2_train}[name.strip()]
         with contextlib.redirect_stdout(sys.stderr):  # the original prints progress to stdout
             out[name.strip()] = fn(args.repeats)
         print(json.dumps({name: out[name.strip()]}), file=sys.stderr, flush=True)
