@@ -447,6 +447,25 @@ def vocoder_mel(wav, version: str) -> np.ndarray:
     return np.asarray(audio.vocoder_mel(w, version))
 
 
+#: the rate of the reference audio for the CFM prompt mel
+MEL_SAMPLE_RATE = {"v3": 24000, "v4": 32000}
+
+
+def reference_mel(wav, sr: int, version: str) -> np.ndarray:
+    """The CFM prompt as ``using_vocoder_synthesis`` prepares it from the raw reference audio
+    (``[N]`` or ``[channels, N]`` at ``sr``): channels averaged, torchaudio-style resampling to 24 kHz
+    (v3) / 32 kHz (v4), no peak normalisation, :func:`vocoder_mel`, ``norm_spec``: ``[1, 100, frames]``."""
+    if version not in MEL_SAMPLE_RATE:
+        raise ValueError(f"reference_mel: version must be 'v3' or 'v4', got {version!r}")
+    w = np.asarray(wav, np.float32)
+    if w.ndim == 2:
+        w = w.mean(0)
+    if w.ndim != 1:
+        raise ValueError(f"reference audio must be [N] or [channels, N], got shape {np.shape(wav)}")
+    w = audio.resample_sinc(w, int(sr), MEL_SAMPLE_RATE[version])
+    return np.asarray(audio.norm_spec(vocoder_mel(w, version)))
+
+
 # ----------------------------------------------------------------------------------------------
 # loading / saving
 

@@ -111,3 +111,16 @@ def test_vocoder_mel_refuses_other_versions():
 
     with pytest.raises(ValueError, match="'v3' or 'v4'"):
         vocoder_mel(np.zeros(4000, np.float32), "v2")
+
+
+def test_reference_mel_v4_is_the_normalised_prompt():
+    from gsv_jax.inference.v3 import reference_mel
+
+    g = np.load(golden_path("v4_tiny.npz"))
+    wav = g["ref_wav_32k_i16"].astype(np.float32) / 32768
+    mel = reference_mel(np.stack([wav, wav]), 32000, "v4")  # stereo: channels averaged; 32 kHz: no resampling
+    assert mel.shape == g["ref_mel"].shape
+    # the raw mel's tolerance (1e-4 of its largest magnitude, ~11.5) in normalised units (x 2/14)
+    assert np.abs(mel - g["ref_mel"]).max() < 1e-4 * 11.5 * 2 / 14
+    assert np.median(np.abs(mel - g["ref_mel"])) < 1e-6
+    assert reference_mel(wav, 32000, "v3").shape == (1, 100, 281)  # resampled to 24 kHz first
