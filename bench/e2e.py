@@ -14,11 +14,12 @@ The models are written once (not timed) as a model folder in the ORIGINAL file f
 model folder + (first synthesis - warm synthesis), i.e. loading, tracing, compiling and first-use
 overheads.  ``time_to_audio_seconds`` (load + first synthesis) is reported beside it.  Random
 weights never emit EOS, so every segment is capped at --tokens new tokens (default 100, i.e. 4 s
-of speech per segment); the original's pipeline on the same work is estimated from its measured S1
-speed (16.8 tokens/s) and S2 RTF (0.476) on this machine.  Needs torch + transformers (dev extra)
-only to write the random Hugging Face folders.
+of speech per segment).  The original's ``TTS_infer_pack`` pipeline is not run here yet (its
+Mandarin frontend needs the G2PW model, which it downloads); compare the stages with
+``bench/s1_decode.py``, ``s2_decode.py`` and ``features.py --original``.  Needs torch + transformers
+(dev extra) only to write the random Hugging Face folders.
 
-    python bench/e2e.py [--tokens 100] [--models DIR]
+    python bench/e2e.py [--tokens 100] [--models DIR] [--device cpu]
 """
 import argparse
 import json
@@ -35,8 +36,6 @@ sys.path.insert(0, str(REPO))
 PARAGRAPH = ("今天的天气非常好，阳光明媚，我们决定去公园散步。"
              "公园里有很多人在跑步和放风筝，孩子们笑得很开心。"
              "傍晚的时候，我们坐在湖边，看着夕阳慢慢落下。")
-ORIGINAL_S1_TOKENS_PER_S = 16.8
-ORIGINAL_S2_RTF = 0.476
 
 
 def write_model_folder(folder: pathlib.Path) -> pathlib.Path:
@@ -74,6 +73,10 @@ def write_model_folder(folder: pathlib.Path) -> pathlib.Path:
 
 def run_once(args) -> dict:
     """Inside a child process: build, synthesize twice, report both."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import compare
+
+    device = compare.use_device(args.device)
     from gsv_jax.inference.selftest import write_selftest_reference
     from gsv_jax.inference.tts import TTS
 
@@ -81,7 +84,8 @@ def run_once(args) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     t0, c0 = time.perf_counter(), time.process_time()
     tts = TTS.from_folder(args.models, compilation_cache=str(workdir / "jax_cache") if args.cache else False)
-    out = {"load_seconds": round(time.perf_counter() - t0, 2), "load_cpu_seconds": round(time.process_time() - c0, 2)}
+    out = {"load_seconds": round(time.perf_counter() - t0, 2), "load_cpu_seconds": round(time.process_time() - c0, 2),
+           "device": device}
     ref = write_selftest_reference(workdir / "ref.wav", seconds=5.0)
     for name in ("first", "second"):
         tts.clear_caches()
@@ -97,9 +101,9 @@ def run_once(args) -> dict:
     return out
 
 
-def child(models, workdir, cache: bool, tokens: int) -> dict:
+def child(models, workdir, cache: bool, tokens: int, device=None) -> dict:
     cmd = [sys.executable, __file__, "--child", "--models", str(models), "--workdir", str(workdir),
-           "--tokens", str(tokens)]
+           "--tokens", str(tokens)] + (["--device", device] if device else [])
     if cache:
         cmd.append("--cache")
     env = dict(os.environ)
@@ -117,6 +121,7 @@ def main():
     ap.add_argument("--cache", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--workdir", help=argparse.SUPPRESS)
     ap.add_argument("--models", help="a model folder to write the random models to / reuse (default: a temp dir)")
+    ap.add_argument("--device", default=None, help="cpu, gpu or tpu (default: JAX's default device)")
     args = ap.parse_args()
     if args.child:
         print(json.dumps(run_once(args)))
@@ -126,15 +131,13 @@ def main():
         t0 = time.perf_counter()
         models = write_model_folder(pathlib.Path(args.models) if args.models else tmp / "models")
         setup = time.perf_counter() - t0
-        cold = child(models, tmp / "a", cache=False, tokens=args.tokens)
-        fill = child(models, tmp / "b", cache=True, tokens=args.tokens)
-        cached = child(models, tmp / "b", cache=True, tokens=args.tokens)
+        cold = child(models, tmp / "a", cache=False, tokens=args.tokens, device=args.device)
+        fill = child(models, tmp / "b", cache=True, tokens=args.tokens, device=args.device)
+        cached = child(models, tmp / "b", cache=True, tokens=args.tokens, device=args.device)
     warm = cold["second"]
     audio = warm["audio_seconds"]
     segments = warm["segments"]
-    tokens = segments * args.tokens
-    original_wall = tokens / ORIGINAL_S1_TOKENS_PER_S + ORIGINAL_S2_RTF * audio
-    report = {
+    report = {"device": cold["device"], "audio_seconds": audio,
         "paragraph_chars": len(PARAGRAPH), "segments": segments, "tokens_per_segment": args.tokens,
         "cold": cold["first"], "cold_cached": cached["first"], "cache_filling_run": fill["first"], "warm": warm,
         "cold_start_seconds": round(cold["load_seconds"] + cold["first"]["wall_seconds"] - warm["wall_seconds"], 2),
@@ -144,9 +147,6 @@ def main():
         "time_to_audio_cached_seconds": round(cached["load_seconds"] + cached["first"]["wall_seconds"], 2),
         "load_seconds": {"cold": cold["load_seconds"], "cold_cached": cached["load_seconds"]},
         "model_folder_setup_seconds": round(setup, 1), "load_average": [round(x, 2) for x in os.getloadavg()],
-        "original_estimate": {"wall_seconds": round(original_wall, 2), "rtf": round(original_wall / audio, 4),
-                              "basis": "S1 16.8 tokens/s + S2 RTF 0.476 (BERT/HuBERT not counted)"},
-        "speedup_warm_vs_original": round(original_wall / warm["wall_seconds"], 2),
     }
     print(json.dumps(report, indent=2))
 

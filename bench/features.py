@@ -12,7 +12,13 @@ steady state, and saves its output. Prints one JSON object: median seconds per c
 process CPU), the speed-ups, the compile time, the max relative difference of the outputs, and
 the 1-minute load average before each side. Needs torch (test extra).
 
-    python bench/features.py [--repeats 7] [--only bert|hubert]
+    python bench/features.py [--repeats 7] [--only bert|hubert] [--device cpu]
+                             [--original /path/to/GPT-SoVITS --rounds 3]
+
+``--original``: the torch side loads HuBERT with the original's ``CNHubert`` class and calls its
+``.model`` as ``TTS_infer_pack`` does (BERT: the body of its ``get_bert_feature``); the two sides
+then run ``--rounds`` times, interleaved, each in a fresh process, and the report gives
+ours / original / ratio of the median seconds with min and max.
 """
 import argparse
 import json
@@ -59,7 +65,7 @@ def test_wav():
 
 
 # --- the torch side (its own process) ------------------------------------------------------------
-def torch_side(model_name, folder, repeats):
+def torch_side(model_name, folder, repeats, original=None):
     import torch
     import transformers
 
@@ -84,8 +90,16 @@ def torch_side(model_name, folder, repeats):
                 res = torch.cat(res["hidden_states"][-3:-2], -1)[0][1:-1]
                 return torch.cat([res[i].repeat(WORD2PH[i], 1) for i in range(len(WORD2PH))], 0).T.numpy()
     else:
-        model = transformers.HubertModel(transformers.HubertConfig()).eval()  # HuBERT-base geometry
-        model.save_pretrained(folder)
+        if not (folder / "model.safetensors").exists() and not (folder / "pytorch_model.bin").exists():
+            transformers.HubertModel(transformers.HubertConfig()).save_pretrained(folder)  # HuBERT-base geometry
+            transformers.Wav2Vec2FeatureExtractor().save_pretrained(folder)
+        if original:  # the original's loader, as TTS_infer_pack.TTS builds it
+            sys.path.insert(0, os.path.join(os.path.abspath(original), "GPT_SoVITS"))
+            from feature_extractor.cnhubert import CNHubert
+
+            model = CNHubert(str(folder)).eval().model
+        else:
+            model = transformers.HubertModel.from_pretrained(folder).eval()
         wav = torch.from_numpy(test_wav())[None]
 
         def features():
@@ -98,10 +112,15 @@ def torch_side(model_name, folder, repeats):
 
 
 # --- the JAX side (its own process) --------------------------------------------------------------
-def jax_side(model_name, folder, repeats):
+def jax_side(model_name, folder, repeats, device=None):
     import jax
 
     import gsv_jax
+
+    sys.path.insert(0, str(REPO / "bench"))
+    import compare
+
+    dev = compare.use_device(device)
 
     folder = pathlib.Path(folder)
     if model_name == "bert":
@@ -121,13 +140,17 @@ def jax_side(model_name, folder, repeats):
     np.save(folder / "jax_out.npy", out)
     load = load_avg()
     res = timed(features, repeats)
-    return {"load_avg_1min": load, "backend": jax.default_backend(), "first_call_s": round(first, 3),
+    return {"load_avg_1min": load, "backend": jax.default_backend(), "device": dev, "first_call_s": round(first, 3),
             "compile_s": round(first - res["wall_s"], 3), **res}
 
 
-def run_side(side, model_name, folder, repeats):
+def run_side(side, model_name, folder, repeats, original=None, device=None):
     cmd = [sys.executable, __file__, "--side", side, "--only", model_name, "--folder", folder,
            "--repeats", str(repeats)]
+    if original and side == "torch":
+        cmd += ["--original", original]
+    if device and side == "jax":
+        cmd += ["--device", device]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     if out.returncode != 0:
         hint = " (torch is the test extra: pip install -e '.[dev]')" if "No module named 'torch'" in out.stderr else ""
@@ -141,11 +164,26 @@ WHAT = {
 }
 
 
-def compare(model_name, repeats):
+def compare(model_name, repeats, rounds=1, original=None, device=None):
+    ts, js = [], []
     with tempfile.TemporaryDirectory() as folder:
-        t = run_side("torch", model_name, folder, repeats)
-        j = run_side("jax", model_name, folder, repeats)
+        for _ in range(rounds):  # interleaved: torch, jax, torch, jax, ...
+            ts.append(run_side("torch", model_name, folder, repeats, original))
+            js.append(run_side("jax", model_name, folder, repeats, device=device))
         want, got = np.load(f"{folder}/torch_out.npy"), np.load(f"{folder}/jax_out.npy")
+    t, j = ts[-1], js[-1]
+    if rounds > 1 or original:
+        sys.path.insert(0, str(REPO / "bench"))
+        import compare as cmp
+
+        t["all_rounds_wall_s"] = [x["wall_s"] for x in ts]
+        j["all_rounds_wall_s"] = [x["wall_s"] for x in js]
+        return {"what": WHAT[model_name], "unit": "seconds per call (ratio = original / ours)",
+                "original_code": "the original's CNHubert / get_bert_feature" if original else "transformers",
+                **cmp.summary([x["wall_s"] for x in js], [x["wall_s"] for x in ts], higher_is_better=False),
+                "load_avg_before_each": [(a["load_avg_1min"], b["load_avg_1min"]) for a, b in zip(ts, js)],
+                "jax_compile_s": j["compile_s"], "device": j["device"],
+                "max_rel_err_vs_torch": float(np.abs(got - want).max() / np.abs(want).max())}
     return {
         "what": WHAT[model_name],
         "output_shape": list(got.shape),
@@ -163,16 +201,22 @@ def main():
     ap.add_argument("--only", choices=["bert", "hubert"])
     ap.add_argument("--side", choices=["torch", "jax"], help=argparse.SUPPRESS)  # child processes
     ap.add_argument("--folder", help=argparse.SUPPRESS)
+    ap.add_argument("--device", default=None, help="JAX side on cpu, gpu or tpu (default: JAX's default device)")
+    ap.add_argument("--original", help="a GPT-SoVITS checkout: the torch side runs its feature code")
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3 with --original, else 1)")
     args = ap.parse_args()
-    if args.side:
-        side = torch_side if args.side == "torch" else jax_side
-        print(json.dumps(side(args.only, args.folder, args.repeats)))
+    if args.side == "torch":
+        print(json.dumps(torch_side(args.only, args.folder, args.repeats, args.original)))
         return
+    if args.side == "jax":
+        print(json.dumps(jax_side(args.only, args.folder, args.repeats, args.device)))
+        return
+    rounds = args.rounds or (3 if args.original else 1)
     out = {"machine": {"cpus": os.cpu_count(), "load_avg_1min": load_avg()}, "dtype": "float32",
            "method": "each side alone in its own process, torch first, then JAX"}
     for name in ("bert", "hubert"):
         if args.only in (None, name):
-            out[name] = compare(name, args.repeats)
+            out[name] = compare(name, args.repeats, rounds, args.original, args.device)
     print(json.dumps(out, indent=2))
 
 
