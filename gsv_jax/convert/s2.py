@@ -308,7 +308,8 @@ def make_hparams(model_cfg: dict, version: str, name: str = "gsv_jax") -> HParam
              "text_low_lr_rate": 0.4}
     model = {k: v for k, v in model_cfg.items() if k not in ("spec_channels", "segment_size", "ssl_dim",
                                                               "codebook_bins", "sv_dim")}
-    model.update({"n_layers_q": 3, "use_spectral_norm": False, "freeze_quantizer": True, "version": version})
+    model.update({"n_layers_q": 3, "use_spectral_norm": False, "version": version,
+                  "freeze_quantizer": bool(model_cfg.get("freeze_quantizer", True))})
     return HParams(train=train, data=data, model=model, version=version, name=name,
                    save_weight_dir=f"SoVITS_weights_{version}")
 

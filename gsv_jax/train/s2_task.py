@@ -10,6 +10,14 @@ statistic keeps its parameter's path and sharding):
   as torch skips parameters without a gradient);
 * D: AdamW, one group.
 
+``config.model.freeze_quantizer`` (default true, as the original's configs) switches fine-tuning
+(the above) to pretraining: ``ssl_proj`` joins the base group and the codebook is learned by its
+own rule (k-means init, EMA, expiry; ``gsv_jax.models.s2.quantizer``), not by the optimizer; the
+commitment loss enters the generator loss with weight 1 (``s2_train.py``: ``kl_ssl * 1``). The
+codebook statistics are a third entry of the parameter tree, ``params["codebook"]`` (the model's
+``codebook`` collection: ``inited``, ``cluster_size``, ``embed_avg``), so they are checkpointed with
+the rest; the learned ``embed`` is written into ``params["g"]`` after every step.
+
 The learning rate decays per epoch, ``lr0 * 0.999875 ** epoch`` with the 1-based epoch the
 batch carries (``batch["epoch"]``), i.e. the original's pre-stepped ``ExponentialLR``.
 
@@ -33,6 +41,7 @@ import optax
 
 from gsv_jax.configs import read_section
 from gsv_jax.convert.s2_discriminator import discriminator_params_to_state_dict, discriminator_state_dict_to_params
+from gsv_jax.models.s2 import quantizer as vq
 from gsv_jax.models.s2.discriminator import MultiPeriodDiscriminator
 from gsv_jax.models.s2.synthesizer import S2ModelConfig, SynthesizerTrn
 from gsv_jax.models.s2.training import generator_forward
@@ -42,6 +51,10 @@ from gsv_jax.train.task import Task, TrainingSetupError, data_or_setup_error
 
 LOW_LR_PREFIXES = (("enc_p", "text_embedding"), ("enc_p", "encoder_text"), ("enc_p", "mrte"))
 FROZEN_PREFIXES = (("ssl_proj",), ("quantizer",))
+PRETRAIN_FROZEN_PREFIXES = (("quantizer",),)  # freeze_quantizer=False: the codebook has its own update
+COMMIT_LOSS_WEIGHT = 1.0  # s2_train.py: loss_gen_all = ... + kl_ssl * 1 + ...
+CODEBOOK_PATH = ("quantizer", "vq", "layers_0", "_codebook")
+BUFFER_PREFIX = "quantizer.vq.layers.0._codebook."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,19 +89,22 @@ class S2TrainConfig(LoopConfig):
     param_sharding: str = "replicated"  # or "logical" (see S2Task)
 
 
-def _label_g(path) -> str:
+def _label_g(path, frozen=FROZEN_PREFIXES) -> str:
     names = tuple(getattr(k, "key", getattr(k, "name", None)) for k in path)
-    if any(names[1:1 + len(p)] == p for p in FROZEN_PREFIXES):
+    if names[0] == "codebook":
+        return "codebook"
+    if any(names[1:1 + len(p)] == p for p in frozen):
         return "g_frozen"
     if any(names[1:1 + len(p)] == p for p in LOW_LR_PREFIXES):
         return "g_low"
     return "g_base"
 
 
-def param_labels(params):
-    """``{"g": ..., "d": ...}`` -> label tree (``g_base``, ``g_low``, ``g_frozen``, ``d``)."""
+def param_labels(params, frozen=FROZEN_PREFIXES):
+    """``{"g": ..., "d": ..., "codebook": ...}`` -> label tree (``g_base``, ``g_low``, ``g_frozen``, ``d``,
+    ``codebook``); ``frozen``: the generator prefixes without an optimizer update."""
     return jax.tree_util.tree_map_with_path(
-        lambda p, _: "d" if getattr(p[0], "key", None) == "d" else _label_g(p), params)
+        lambda p, _: "d" if getattr(p[0], "key", None) == "d" else _label_g(p, frozen), params)
 
 
 def _adamw(o: S2OptimConfig, factor: float = 1.0):
@@ -98,12 +114,14 @@ def _adamw(o: S2OptimConfig, factor: float = 1.0):
     return optax.chain(*parts)  # direction only; the step multiplies by -lr(epoch)
 
 
-def make_gan_tx(o: S2OptimConfig):
+def make_gan_tx(o: S2OptimConfig, frozen=FROZEN_PREFIXES):
     """``(tx, tx_g, tx_d)``: ``tx.init`` builds the joint state; the step calls ``tx_g``/``tx_d``."""
     zero = optax.set_to_zero()
+    labels = lambda p: param_labels(p, frozen)
     tx_g = optax.multi_transform({"g_base": _adamw(o), "g_low": _adamw(o, o.text_low_lr_rate), "g_frozen": zero,
-                                  "d": zero}, param_labels)
-    tx_d = optax.multi_transform({"g_base": zero, "g_low": zero, "g_frozen": zero, "d": _adamw(o)}, param_labels)
+                                  "d": zero, "codebook": zero}, labels)
+    tx_d = optax.multi_transform({"g_base": zero, "g_low": zero, "g_frozen": zero, "d": _adamw(o), "codebook": zero},
+                                 labels)
 
     def init(params):
         return {"g": tx_g.init(params), "d": tx_d.init(params)}
@@ -141,7 +159,9 @@ class S2Task(Task):
                                     exact_ref_lengths=False)
         self.disc = MultiPeriodDiscriminator(model_cfg.version, disc_width_div)
         self.mel_cfg = dict(mel_cfg or {})
-        self.tx, self.tx_g, self.tx_d = make_gan_tx(self.optim)
+        self.trainable_quantizer = not model_cfg.freeze_quantizer
+        self.tx, self.tx_g, self.tx_d = make_gan_tx(
+            self.optim, PRETRAIN_FROZEN_PREFIXES if self.trainable_quantizer else FROZEN_PREFIXES)
 
     @classmethod
     def from_config(cls, config) -> S2Task:
@@ -159,11 +179,15 @@ class S2Task(Task):
         c = self.config
         kg, kd = jax.random.split(rng)
         T = c.segment_size
-        g = self.model.init({"params": kg, "dropout": kg}, jnp.zeros((1, T, c.ssl_dim)),
-                            jnp.zeros((1, T, c.spec_channels)), jnp.array([T]), jnp.zeros((1, 3), jnp.int32),
-                            jnp.array([3]), slice_ids=jnp.zeros((1,), jnp.int32))["params"]
+        variables = self.model.init({"params": kg, "dropout": kg}, jnp.zeros((1, T, c.ssl_dim)),
+                                    jnp.zeros((1, T, c.spec_channels)), jnp.array([T]), jnp.zeros((1, 3), jnp.int32),
+                                    jnp.array([3]), slice_ids=jnp.zeros((1,), jnp.int32))
+        g = variables["params"]
         d = self.disc.init(kd, jnp.zeros((1, 4096), jnp.float32))["params"]
-        params = {"g": g, "d": d}
+        # a fresh trainable codebook is uninitialised (k-means on the first batch); a frozen one is used as is
+        codebook = (dict(variables["codebook"]) if self.trainable_quantizer
+                    else nest_codebook(vq.frozen_stats(codebook_embed(nn.meta.unbox(g)))))
+        params = {"g": g, "d": d, "codebook": codebook}
         return nn.meta.unbox(params) if self.param_sharding == "replicated" else params
 
     def batch_spec(self, batch_size: int, frames: int = 200, text_len: int = 64) -> dict:
@@ -176,7 +200,7 @@ class S2Task(Task):
 
     def loss_fn(self, params, batch, rng, train: bool = True):
         """Generator total loss against the current D (evaluation / logging; training uses the GAN step)."""
-        out = self.g_forward(params["g"], batch, rng)
+        out = self.g_forward(params["g"], batch, rng, codebook=params.get("codebook"))
         loss, aux = self.g_loss(out, params["d"])
         return loss, aux
 
@@ -193,10 +217,15 @@ class S2Task(Task):
                                               m.get("filter_length", 2048), self.config.hop, m.get("win_length", 2048))
         return batch
 
-    def g_forward(self, params_g, batch, rng, enc_q_noise=None, rand_slice_u=None):
+    def g_forward(self, params_g, batch, rng, enc_q_noise=None, rand_slice_u=None, *, codebook=None, vq_draws=None):
+        """Generator forward; ``codebook`` (``params["codebook"]``) and ``vq_draws`` are read only when
+        the quantizer is trainable."""
         batch = self.prepare_batch(batch)
+        if self.trainable_quantizer and codebook is None:
+            raise ValueError("freeze_quantizer=False needs the codebook statistics: pass params['codebook']")
         return generator_forward(self.model, params_g, batch, rng, enc_q_noise=enc_q_noise,
-                                 rand_slice_u=rand_slice_u, mel_cfg=self.mel_cfg)
+                                 rand_slice_u=rand_slice_u, mel_cfg=self.mel_cfg,
+                                 codebook=codebook if self.trainable_quantizer else None, vq_draws=vq_draws)
 
     def discriminate(self, params_d, y, y_hat):
         """D on real and generated audio in one pass: ``(real logits, fake logits, real fmaps, fake fmaps)``."""
@@ -225,21 +254,28 @@ class S2Task(Task):
         fm_terms = L.feature_terms(f_r, f_g)
         loss_fm = 2.0 * jnp.sum(fm_terms)
         loss_gen, losses_gen = L.generator_loss(fake)
-        kl_ssl = jnp.zeros((), jnp.float32)  # frozen quantizer in eval mode: commitment loss 0 (docs/s2.md "Quantizer")
+        # frozen quantizer in eval mode: commitment loss 0 (docs/s2.md "Quantizer")
+        kl_ssl = out["kl_ssl"] * COMMIT_LOSS_WEIGHT if "kl_ssl" in out else jnp.zeros((), jnp.float32)
         total = loss_gen + loss_fm + loss_mel + kl_ssl + loss_kl
         return total, {"loss_gen_all": total, "loss_gen": loss_gen, "losses_gen": losses_gen, "loss_fm": loss_fm,
                        "fm_terms": fm_terms, "loss_mel": loss_mel, "loss_kl": loss_kl, "kl_ssl": kl_ssl,
                        "g_real": real, "g_fake": fake}
 
-    def gan_update(self, params, opt_state, batch, rng, *, enc_q_noise=None, rand_slice_u=None, full_aux=False):
+    def gan_update(self, params, opt_state, batch, rng, *, enc_q_noise=None, rand_slice_u=None, vq_draws=None,
+                   full_aux=False):
         """One original iteration. Returns ``(params, opt_state, metrics)`` (``full_aux``: plus the
         forward outputs, gradients and per-term losses, for tests)."""
         o = self.optim
         lr = lr_at_epoch(o, jnp.max(batch["epoch"])) if "epoch" in batch else lr_at_epoch(o, 1)
         diff_keys = ("y_hat", "y_hat_mel", "z_p", "logs_q", "m_p", "logs_p")
+        if self.trainable_quantizer:
+            diff_keys += ("kl_ssl",)
+        extra = {k: params[k] for k in ("codebook",) if k in params}  # no gradient, no optimizer update
+        no_update = jax.tree.map(jnp.zeros_like, extra)
 
         def fwd(pg):
-            out = self.g_forward(pg, batch, rng, enc_q_noise, rand_slice_u)
+            out = self.g_forward(pg, batch, rng, enc_q_noise, rand_slice_u, codebook=extra.get("codebook"),
+                                 vq_draws=vq_draws)
             return {k: out[k] for k in diff_keys}, {k: v for k, v in out.items() if k not in diff_keys}
 
         diff, g_vjp, rest = jax.vjp(fwd, params["g"], has_aux=True)
@@ -248,7 +284,7 @@ class S2Task(Task):
         (loss_d, aux_d), grads_d = jax.value_and_grad(self.d_loss, has_aux=True)(params["d"], out["y_slice"],
                                                                                   out["y_hat"])
         zeros_g = jax.tree.map(jnp.zeros_like, params["g"])
-        upd, st_d = self.tx_d.update({"g": zeros_g, "d": grads_d}, opt_state["d"], params)
+        upd, st_d = self.tx_d.update({"g": zeros_g, "d": grads_d, **no_update}, opt_state["d"], params)
         params_d = jax.tree.map(lambda p, u: p - lr * u, params["d"], upd["d"])
         # generator step against the updated discriminator
         def g_obj(dv):
@@ -257,14 +293,20 @@ class S2Task(Task):
         (loss_g, aux_g), cot = jax.value_and_grad(g_obj, has_aux=True)(diff)
         (grads_g,) = g_vjp(cot)
         zeros_d = jax.tree.map(jnp.zeros_like, params_d)
-        upd, st_g = self.tx_g.update({"g": grads_g, "d": zeros_d}, opt_state["g"], {"g": params["g"], "d": params_d})
+        upd, st_g = self.tx_g.update({"g": grads_g, "d": zeros_d, **no_update}, opt_state["g"],
+                                     {"g": params["g"], "d": params_d, **extra})
         params_g = jax.tree.map(lambda p, u: p - lr * u, params["g"], upd["g"])
+        if self.trainable_quantizer:  # the codebook's own update (EMA / expiry), not the optimizer's
+            params_g = with_codebook_embed(params_g, out["codebook_embed"])
+            extra = {**extra, "codebook": nest_codebook(out["codebook_stats"])}
         metrics = {"loss": loss_g, "loss_disc": loss_d, "loss_gen": aux_g["loss_gen"], "loss_fm": aux_g["loss_fm"],
                    "loss_mel": aux_g["loss_mel"], "loss_kl": aux_g["loss_kl"], "grad_norm_g": optax.global_norm(grads_g),
                    "grad_norm_d": optax.global_norm(grads_d), "lr": lr}
+        if self.trainable_quantizer:
+            metrics.update(kl_ssl=aux_g["kl_ssl"], **vq.code_usage(out["codes"], self.config.codebook_bins))
         if full_aux:
             metrics.update(out=out, aux_d=aux_d, aux_g=aux_g, grads_g=grads_g, grads_d=grads_d)
-        return {"g": params_g, "d": params_d}, {"g": st_g, "d": st_d}, metrics
+        return {"g": params_g, "d": params_d, **extra}, {"g": st_g, "d": st_d}, metrics
 
     def make_step_fn(self, tx=None, schedule=None, **_):
         """The loop's step: ``(state, batch, rng) -> (state, metrics)`` (``tx``/``schedule`` unused)."""
@@ -308,12 +350,14 @@ class S2Task(Task):
             fresh = fresh or nn.meta.unbox(self.init_params(rng))
             d = jax.device_get(fresh["d"])
         it = meta.get("iteration")
-        params = jax.tree.map(lambda x: np.asarray(x, np.float32), {"g": g, "d": d})
+        codebook = codebook_from_buffers(buffers, codebook_embed(g))
+        params = jax.tree.map(lambda x: np.asarray(x, np.float32), {"g": g, "d": d, "codebook": codebook})
         return params, {"iteration": int(it) if isinstance(it, (int, float)) else 0, "buffers": buffers,
                         "hparams": hparams}
 
     def generator_state_dict(self, params_g, *, dtype=np.float16, with_enc_q: bool = False, buffers=None) -> dict:
-        """The original's generator state dict (weight norm as ``weight_g/weight_v``)."""
+        """The original's generator state dict (weight norm as ``weight_g/weight_v``); ``buffers`` the
+        quantizer's (:func:`codebook_buffers`; ``inited`` 1, counts 1 when None)."""
         from gsv_jax.convert import s2 as conv
 
         g = jax.tree.map(lambda a: np.asarray(jax.device_get(a), np.float32), nn.meta.unbox(params_g))
@@ -341,6 +385,8 @@ class S2Task(Task):
 
         workdir = pathlib.Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
+        if "codebook" in params:  # the state's statistics are the current ones (learned or as loaded)
+            buffers = codebook_buffers(params["codebook"])
         g_sd = self.generator_state_dict(params["g"], dtype=np.float32, with_enc_q=True, buffers=buffers)
         d_sd = discriminator_params_to_state_dict(params["d"], np.float32)
         paths = {"G": workdir / f"G_{step}.pth", "D": workdir / f"D_{step}.pth",
@@ -353,7 +399,8 @@ class S2Task(Task):
         return {k: str(v) for k, v in paths.items()}
 
     def export_inference(self, params, path, config=None):
-        return self.write_weights(params["g"], path, info="gsv_jax export")
+        buffers = codebook_buffers(params["codebook"]) if "codebook" in params else None
+        return self.write_weights(params["g"], path, info="gsv_jax export", buffers=buffers)
 
     # -- run side (train.py) ---------------------------------------------------------------------
     @classmethod
@@ -416,6 +463,54 @@ class S2Task(Task):
                                          step, epoch, buffers=extra.get("buffers"), hparams=extra.get("hparams"))
             print(f"exported {paths}", flush=True)
         return res
+
+
+def codebook_embed(params_g):
+    """The codebook ``embed [bins, dim]`` inside the generator parameters."""
+    node = params_g
+    for k in CODEBOOK_PATH:
+        node = node[k]
+    return node["embed"]
+
+
+def with_codebook_embed(params_g, embed):
+    """``params_g`` with the codebook ``embed`` replaced (a new tree; the rest shared)."""
+    def put(node, path):
+        if not path:
+            return {**node, "embed": embed.astype(node["embed"].dtype)}
+        return {**node, path[0]: put(node[path[0]], path[1:])}
+
+    return put(params_g, CODEBOOK_PATH)
+
+
+def nest_codebook(stats: dict) -> dict:
+    """``{inited, cluster_size, embed_avg}`` -> the ``codebook`` collection tree (the model's paths)."""
+    node = dict(stats)
+    for k in reversed(CODEBOOK_PATH):
+        node = {k: node}
+    return node
+
+
+def flat_codebook(codebook: dict) -> dict:
+    node = codebook
+    for k in CODEBOOK_PATH:
+        node = node[k]
+    return dict(node)
+
+
+def codebook_buffers(codebook: dict) -> dict:
+    """``params["codebook"]`` -> the original's buffers ``quantizer.vq.layers.0._codebook.{inited,
+    cluster_size, embed_avg}`` (fp32 numpy; ``embed`` itself is a parameter of ``params["g"]``)."""
+    return {BUFFER_PREFIX + k: np.asarray(jax.device_get(v), np.float32) for k, v in flat_codebook(codebook).items()}
+
+
+def codebook_from_buffers(buffers: dict, embed) -> dict:
+    """The original's buffers (as read from a file) -> ``params["codebook"]``; a file without them
+    gets a frozen codebook's statistics (``inited`` 1, counts 1, ``embed_avg = embed``)."""
+    names = [BUFFER_PREFIX + k for k in vq.STATS]
+    if not all(n in buffers for n in names):
+        return nest_codebook({k: np.asarray(v) for k, v in vq.frozen_stats(embed).items()})
+    return nest_codebook({k: np.asarray(buffers[n], np.float32) for k, n in zip(vq.STATS, names)})
 
 
 def golden_batch_from_torch_layout(g) -> dict:

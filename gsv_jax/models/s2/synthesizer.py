@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from gsv_jax import families
+from gsv_jax.models.s2 import quantizer as vq
 from gsv_jax.models.s2.generator import Generator
 from gsv_jax.models.s2.modules import Conv1d, Linear, ResidualCouplingBlock, sequence_mask
 from gsv_jax.models.s2.posterior import PosteriorEncoder
@@ -57,6 +58,9 @@ class S2ModelConfig:
     ssl_dim: int = 768
     codebook_bins: int = 1024
     sv_dim: int = 20480  # v2Pro*: width of the speaker-verification embedding (ERes2NetV2 forward3)
+    # True (fine-tuning, the original's configs): ssl_proj + codebook frozen, eval semantics; False
+    # (pretraining): the codebook is learned (k-means init, EMA, expiry, straight-through, commit loss)
+    freeze_quantizer: bool = True
 
     @property
     def speaker_verification(self) -> bool:
@@ -207,6 +211,17 @@ class SynthesizerTrn(nn.Module):
         return self.dec(z if mask is None else z * mask, ge, mask)
 
     # --- training pieces ----------------------------------------------------------------------
+    def quantized_trainable(self, ssl, draws=None):
+        """``freeze_quantizer=False``: ``ssl_proj`` (with gradient) -> the trainable codebook
+        (:func:`quantizer.train_forward`, statistics from the ``codebook`` collection), x2 frames.
+        Returns ``(quantized [B, 2 T25, 768], VQTrainResult)``; random rows from the ``vq`` rng."""
+        x = self.ssl_proj(ssl).astype(jnp.float32)
+        embed, stats = self.quantizer(with_stats=True)
+        key = self.make_rng("vq") if self.has_rng("vq") else jax.random.PRNGKey(0)
+        cfg = vq.CodebookConfig(bins=self.config.codebook_bins, dim=self.config.ssl_dim)
+        r = vq.train_forward(x, embed, stats, cfg, key=key, draws=draws)
+        return jnp.repeat(r.quantized, 2, axis=1), r
+
     def quantized(self, ssl):
         """Training path: ``ssl_proj`` + codebook lookup in eval mode (no gradient to either), x2 frames."""
         x = jax.lax.stop_gradient(self.ssl_proj(ssl))
@@ -216,19 +231,29 @@ class SynthesizerTrn(nn.Module):
     def posterior(self, spec, mask, ge, noise=None):
         return self.enc_q(spec, mask, ge, noise)
 
-    def __call__(self, ssl, spec, spec_lengths, text, text_lengths, enc_q_noise=None, slice_ids=None, sv_emb=None):
+    def __call__(self, ssl, spec, spec_lengths, text, text_lengths, enc_q_noise=None, slice_ids=None, sv_emb=None,
+                 vq_draws=None):
         """Training forward (``SynthesizerTrn.forward``) with injected randomness.
 
         ``ssl [B, Tssl, 768]``, ``spec [B, T, 1025]``, ``text [B, Tt]``; ``enc_q_noise [B, T, inter]``
         (zeros if None); ``slice_ids [B]`` segment starts (see :func:`rand_slice_ids`); ``sv_emb
-        [B, sv_dim]`` the utterances' speaker embeddings (v2Pro*, required there).
+        [B, sv_dim]`` the utterances' speaker embeddings (v2Pro*, required there); ``vq_draws`` injected
+        codebook draws (``freeze_quantizer=False``, see :func:`quantizer.make_draws`).
         Returns a dict: ``y_hat [B, segment*hop]``, ``slice_ids``, ``mask [B, T, 1]``, ``ge [B, 1, gin]``,
-        ``x`` (text-encoder output), ``m_p, logs_p, z, m_q, logs_q, z_p`` (all ``[B, T, inter]``).
+        ``x`` (text-encoder output), ``m_p, logs_p, z, m_q, logs_q, z_p`` (all ``[B, T, inter]``);
+        with a trainable quantizer also ``kl_ssl`` (commitment loss), ``codes [B, T25]``,
+        ``codebook_embed`` and ``codebook_stats`` (the codebook after this forward's update).
         """
         T = spec.shape[1]
         y_mask = sequence_mask(spec_lengths, T, spec.dtype)
         ge = self.fuse_speaker(self.ref_embedding(spec, y_mask), sv_emb)
-        q, _ = self.quantized(ssl)
+        if self.config.freeze_quantizer:
+            q, _ = self.quantized(ssl)
+            vq_out = {}
+        else:
+            q, r = self.quantized_trainable(ssl, vq_draws)
+            vq_out = {"kl_ssl": r.commit_loss, "codes": r.codes, "codebook_embed": r.embed,
+                      "codebook_stats": r.stats}
         q = q[:, :T]
         text_mask = sequence_mask(text_lengths, text.shape[1], spec.dtype)
         x = self.prior(q, y_mask, text, text_mask, self.text_condition(ge))
@@ -240,7 +265,7 @@ class SynthesizerTrn(nn.Module):
         z_slice = slice_segments(z, slice_ids, self.config.segment_size)
         y_hat = self.decode_wave(z_slice, ge)
         return {"y_hat": y_hat, "slice_ids": slice_ids, "mask": y_mask, "ge": ge, "x": x, "m_p": m_p,
-                "logs_p": logs_p, "z": z, "m_q": m_q, "logs_q": logs_q, "z_p": z_p}
+                "logs_p": logs_p, "z": z, "m_q": m_q, "logs_q": logs_q, "z_p": z_p, **vq_out}
 
 
 def rand_slice_ids(u, lengths, segment_size: int):

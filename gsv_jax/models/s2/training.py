@@ -22,13 +22,18 @@ from gsv_jax.models.s2.synthesizer import SynthesizerTrn, rand_slice_ids, slice_
 
 
 def generator_forward(model: SynthesizerTrn, params, batch: dict, rng=None, *, enc_q_noise=None, rand_slice_u=None,
-                      mel_cfg: dict | None = None) -> dict:
+                      mel_cfg: dict | None = None, codebook=None, vq_draws=None) -> dict:
     """One training forward. ``model`` must be built with ``weight_norm=True, with_enc_q=True``
     (``deterministic=False`` for dropout, drawn from ``rng``).
 
     Returns a dict: ``y_hat [B, seg*hop]``, ``y_slice`` (the matching real audio), ``y_hat_mel`` /
     ``y_mel`` ``[B, seg, n_mels]`` (fp32), ``ids``, ``mask [B, T, 1]``, ``z, z_p, m_p, logs_p, m_q,
     logs_q [B, T, inter]``, ``ge [B, 1, gin]``, ``x`` (text-encoder output).
+
+    ``config.freeze_quantizer=False`` (pretraining): ``codebook`` is the model's ``codebook`` collection
+    (the EMA statistics) and the result also has ``kl_ssl``, ``codes``, ``codebook_embed`` and
+    ``codebook_stats`` (see ``SynthesizerTrn.__call__``); the codebook's random rows come from
+    ``rng`` (or ``vq_draws``).
     """
     c = model.config
     mel_cfg = dict(mel_cfg or {})
@@ -45,8 +50,10 @@ def generator_forward(model: SynthesizerTrn, params, batch: dict, rng=None, *, e
     if rand_slice_u is None:
         rand_slice_u = jax.random.uniform(k_slice, (B,), jnp.float32)
     ids = rand_slice_ids(jnp.asarray(rand_slice_u, jnp.float32), batch["spec_lens"], seg)
-    o = model.apply({"params": params}, batch["ssl"], spec, batch["spec_lens"], batch["text"], batch["text_lens"],
-                    enc_q_noise=enc_q_noise, slice_ids=ids, sv_emb=batch.get("sv_emb"), rngs={"dropout": k_drop})
+    variables = {"params": params} if codebook is None else {"params": params, "codebook": codebook}
+    o = model.apply(variables, batch["ssl"], spec, batch["spec_lens"], batch["text"], batch["text_lens"],
+                    enc_q_noise=enc_q_noise, slice_ids=ids, sv_emb=batch.get("sv_emb"), vq_draws=vq_draws,
+                    rngs={"dropout": k_drop, "vq": jax.random.fold_in(rng, 0x5651)})
     y_hat = o["y_hat"].reshape(B, -1).astype(jnp.float32)
     n_fft = mel_cfg.get("filter_length", 2048)
     n_mels = mel_cfg.get("n_mel_channels", 128)
@@ -62,4 +69,5 @@ def generator_forward(model: SynthesizerTrn, params, batch: dict, rng=None, *, e
         batch["wav"].astype(jnp.float32), ids)
     return dict(y_hat=y_hat, y_slice=y_slice, y_mel=jnp.swapaxes(y_mel, 1, 2), y_hat_mel=jnp.swapaxes(y_hat_mel, 1, 2),
                 ids=ids, mask=o["mask"], z=o["z"], z_p=o["z_p"], m_p=o["m_p"], logs_p=o["logs_p"], m_q=o["m_q"],
-                logs_q=o["logs_q"], ge=o["ge"], x=o["x"])
+                logs_q=o["logs_q"], ge=o["ge"], x=o["x"],
+                **{k: o[k] for k in ("kl_ssl", "codes", "codebook_embed", "codebook_stats") if k in o})
