@@ -127,7 +127,8 @@ def state_dict_to_params(state: dict, dims: S1Dims, dtype=np.float32, where: str
         node = params
         for p in path[:-1]:
             node = node.setdefault(p, {})
-        node[path[-1]] = np.ascontiguousarray(_to_flax(a.astype(dtype), kind, dims))
+        # one pass: the stored (fp16) layout straight into the final dtype and layout
+        node[path[-1]] = np.ascontiguousarray(_to_flax(a, kind, dims), dtype=dtype)
     return params
 
 
