@@ -8,7 +8,8 @@ this module, so the ladders are defined once:
   lengths of S2, HuBERT, speaker verification.
 * :func:`pow2`     - the next power of two: batch sizes, the S1 cache and attention windows.
 * :func:`multiple` - the next multiple of a step: S1 phoneme / prompt padding, decode chunks.
-* :func:`first_fit` - the smallest size of a fixed table: BERT token lengths.
+* :func:`first_fit` - the smallest size of a fixed table: BERT token lengths, batch sizes
+  (:func:`batch`: 1, 2, 4, 6, 8, 12, ... so that a batch of any size reuses a few programs).
 """
 from __future__ import annotations
 
@@ -38,3 +39,11 @@ def multiple(n: int, step: int) -> int:
 def first_fit(n: int, sizes: Sequence[int], limit: int) -> int:
     """Smallest of ``sizes`` that holds ``n``, else ``limit`` (the caller checks ``n <= limit``)."""
     return min([s for s in sizes if s >= n] + [limit])
+
+
+BATCH_SIZES = (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+
+
+def batch(n: int) -> int:
+    """Rows a batch of ``n`` is padded to (up to 64 at most 41 % more, 17 -> 24; then powers of two)."""
+    return first_fit(n, BATCH_SIZES, pow2(n))

@@ -25,6 +25,7 @@ import numpy as np
 
 from gsv_jax import audio as audio_lib
 from gsv_jax import families
+from gsv_jax.inference import buckets
 from gsv_jax.text import segmentation
 
 log = logging.getLogger(__name__)
@@ -281,7 +282,7 @@ class TTS:
                 f"the SoVITS model {sovits} is {s2.version}, which needs the speaker-verification model {SV_FILE} "
                 f"(GPT-SoVITS/pretrained_models/sv/{SV_FILE}): put it in the model folder as "
                 f"{pathlib.Path(sovits).parent / 'sv' / SV_FILE} (or give its path: infer.py --sv, TTS.from_paths(sv=...))")
-        sv_model = gsv_jax.load_sv(sv) if sv is not None and s2.speaker_verification else None
+        sv_model = gsv_jax.load_sv(sv) if sv is not None else None  # kept for a later switch to Pro weights
         return cls(gsv_jax.load_s1(gpt), s2, gsv_jax.load_bert(bert), gsv_jax.load_hubert(hubert), sv=sv_model,
                    **kwargs)
 
@@ -472,7 +473,11 @@ class TTS:
                         max_new_tokens: int | None = None, on_chunk=None) -> tuple[list[np.ndarray], np.ndarray]:
         """S1 for rows of any requests as ONE padded batch (per-row prompts, lengths and seeds; rows end
         independently). Returns the new tokens per row and whether each ended on EOS. ``on_chunk``:
-        the streaming hook of :meth:`S1Decoder.generate`."""
+        the streaming hook of :meth:`S1Decoder.generate` (it sees the padded batch; the first
+        ``len(rows)`` rows are the real ones). The batch is padded with copies of the first row to
+        :func:`buckets.batch` rows, so any number of rows reuses a few compiled programs."""
+        n_real = len(rows)
+        rows = list(rows) + [rows[0]] * (buckets.batch(n_real) - n_real)
         seqs = [r.phones for r in rows]
         x = _pad([s.ids for s in seqs])
         x_lens = np.array([len(s.ids) for s in seqs], np.int32)
@@ -494,15 +499,15 @@ class TTS:
                                      seed=np.array([r.seed for r in rows], np.int64) % (1 << 32),
                                      x_lens=x_lens, prompt_lens=prompt_lens, return_info=True, on_chunk=on_chunk)
         tokens = []
-        for r in out:
+        for r in out[:n_real]:
             r = np.asarray(r, np.int32)
             tokens.append(r if len(r) else np.zeros((1,), np.int32))  # the original's "bad zero prediction"
-        return tokens, np.asarray(info["eos_stop"], bool)
+        return tokens, np.asarray(info["eos_stop"], bool)[:n_real]
 
     def decode_tokens(self, rows: Sequence[S2Row], *, speed: float = 1.0, noise_scale: float = 0.5) -> list:
         """S2 for rows of any requests: rows that share a reference list run as one padded batch. Each
         row's noise is drawn from its own seed (``[frames, inter]`` from ``default_rng(seed)``), so a row
-        decodes the same alone or in any batch."""
+        decodes the same alone or in any batch (padded with copies to :func:`buckets.batch` rows)."""
         wavs: list = [None] * len(rows)
         groups: dict = {}
         for i, r in enumerate(rows):  # the spectrograms are the reference cache's arrays: same clip, same ids
@@ -510,6 +515,7 @@ class TTS:
         inter = self.s2.config.inter_channels
         for idx in groups.values():
             group = [rows[i] for i in idx]
+            group += [group[0]] * (buckets.batch(len(group)) - len(group))  # a few batch shapes only
             c_lens = [len(r.codes) for r in group]
             noise = None
             if noise_scale != 0:

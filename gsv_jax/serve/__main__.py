@@ -58,11 +58,14 @@ def load(args):
 
 
 def warm_up(server, voice: dict | None) -> dict:
-    """One short request per kind of work (whole segments, mute-cut streaming) through the engine, so
-    the first client compiles nothing; returns what was compiled."""
+    """S1 and S2 at every batch shape up to ``--max-batch``, then one short request per kind of work
+    (whole segments, mute-cut streaming) through the engine, so that the first clients compile
+    little; returns what was compiled."""
     import jax
 
+    from gsv_jax.inference import buckets
     from gsv_jax.inference.selftest import write_selftest_reference
+    from gsv_jax.inference.tts import S2Row, Sampling
 
     compiles = []
     jax.monitoring.register_event_duration_secs_listener(
@@ -72,6 +75,15 @@ def warm_up(server, voice: dict | None) -> dict:
         ref = write_selftest_reference(pathlib.Path(tempfile.mkdtemp(prefix="gsv_serve_warmup_")) / "ref.wav")
         voice = {"ref_audio_path": str(ref), "prompt_text": "", "prompt_lang": "zh"}
     lang = "zh" if "zh" in server.tts.languages else server.tts.languages[0]
+    tts = server.tts
+    job = tts.prepare("你好，今天天气很好。", lang, voice["ref_audio_path"], voice.get("prompt_text", ""),
+                      voice.get("prompt_lang", "zh"), cut="cut0")
+    row = job.s1_rows(0)[0]
+    cap = min(64, server.config.max_new_tokens or 64)  # the first attention window's programs
+    sizes = sorted({buckets.batch(n) for n in range(1, server.config.max_batch + 1)})
+    for b in sizes:  # every batch shape concurrent requests can make
+        tokens, _ = tts.generate_tokens([row] * b, Sampling(), max_new_tokens=cap, on_chunk=lambda *a: False)
+        tts.decode_tokens([S2Row(tokens[0], job.targets[0].ids, job.specs, 0)] * b)
     for mode in (0, 2):
         req = {"text": "你好，今天天气很好。", "text_lang": lang, "ref_audio_path": voice["ref_audio_path"],
                "prompt_text": voice.get("prompt_text", ""), "prompt_lang": voice.get("prompt_lang", "zh"),
@@ -79,7 +91,7 @@ def warm_up(server, voice: dict | None) -> dict:
                "fragment_interval": 0.3, "batch_size": 1, "overlap_length": 2, "min_chunk_length": 16, "seed": 0,
                "streaming_mode": mode, "media_type": "wav", "text_split_method": "cut5"}
         params, _ = server.params_from(req, None)
-        params.max_new_tokens = min(64, params.max_new_tokens or 64)  # the first attention window's programs
+        params.max_new_tokens = cap
         job = server.start_job(params)
         while True:
             item = job.out.get(timeout=3600)

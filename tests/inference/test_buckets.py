@@ -46,3 +46,9 @@ def test_pow2_multiple_first_fit():
 def test_ladder_is_idempotent(n):
     b = buckets.ladder(n, minimum=16)
     assert buckets.ladder(b, minimum=16) == b
+
+
+def test_batch_sizes():
+    assert [buckets.batch(n) for n in range(1, 10)] == [1, 2, 4, 4, 6, 6, 8, 8, 12]
+    assert buckets.batch(65) == 128
+    assert all(n <= buckets.batch(n) <= 1.5 * n for n in range(1, 65))
