@@ -16,6 +16,9 @@ _EXPORTS = {
     "S2": "gsv_jax.inference.s2",
     "load_s2": "gsv_jax.inference.s2",
     "save_s2_torch": "gsv_jax.inference.s2",
+    # v3 / v4 vocoders and their mel front end
+    "load_vocoder": "gsv_jax.inference.v3",
+    "vocoder_mel": "gsv_jax.inference.v3",
     # speaker verification (v2Pro / v2ProPlus)
     "load_sv": "gsv_jax.inference.sv",
     # feature extractors

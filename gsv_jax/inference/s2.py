@@ -419,17 +419,29 @@ def _decode_core(model, params, prepared, codes, y_lens, text, text_lens, ge, ep
 # ----------------------------------------------------------------------------------------------
 # loading / saving
 
-def load_s2(path, *, config: dict | None = None) -> S2:
-    """Load a SoVITS v1/v2/v2Pro/v2ProPlus model: an exported ``.pth``, a pretrained ``s2G*.pth``, a training ``G_*.pth``
+def load_s2(path, *, config: dict | None = None, base=None):
+    """Load a SoVITS model: an exported ``.pth``, a pretrained ``s2G*.pth``, a training ``G_*.pth``
     (with ``enc_q``), or our own checkpoint folder (:meth:`S2.save`). ``config`` overrides the
-    architecture (only needed for files without a stored config whose shapes are ambiguous)."""
+    architecture (only needed for files without a stored config whose shapes are ambiguous).
+
+    v1/v2/v2Pro/v2ProPlus give an :class:`S2`; v3/v4 (and their LoRA fine-tunes, merged onto
+    ``base``, the full model they were trained from) give a :class:`gsv_jax.inference.v3.S2V3`."""
     path = pathlib.Path(path)
     if path.is_dir():
         return _load_own(path)
     if not path.exists():
         raise FileNotFoundError(f"SoVITS model not found: {path}")
+    head, digest = families.head_digest(path)
+    if families.HEADS.get(head, ("", False))[1] or families.HASHES.get(digest) in ("v3", "v4"):
+        from gsv_jax.inference.v3 import load_s2_v3  # LoRA heads and official v3/v4 files: no VITS read
+
+        return load_s2_v3(path, base=base)
     sd, hps, meta = conv.read_s2_file(path)
     version = meta["detected_version"]
+    if families.family(version).decoder == "cfm":
+        from gsv_jax.inference.v3 import load_s2_v3
+
+        return load_s2_v3(path, base=base)
     conv.refuse_unsupported(path, version)
     if config is not None:
         model_cfg = dict(config)

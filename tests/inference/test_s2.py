@@ -162,3 +162,17 @@ def test_truncated_file(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         gsv_jax.load_s2(tmp_path / "nope.pth")
+
+
+def test_load_s2_dispatches_cfm_families_to_the_v3_engine(golden):
+    """v3/v4 files (and a LoRA fine-tune with its base) load through the same entry point."""
+    import gsv_jax
+    from gsv_jax.inference.v3 import S2V3
+
+    for name, version in (("s2Gv3_tiny.pth", "v3"), ("s2Gv4_tiny.pth", "v4")):
+        m = gsv_jax.load_s2(golden(name))
+        assert isinstance(m, S2V3) and m.version == version
+    lora = gsv_jax.load_s2(golden("s2Gv3_lora_tiny.pth"), base=golden("s2Gv3_tiny.pth"))
+    assert isinstance(lora, S2V3) and lora.version == "v3"
+    with pytest.raises(Exception, match=r"v3 LoRA fine-tune: load it with its base model, load_s2\(\.\.\., base="):
+        gsv_jax.load_s2(golden("s2Gv3_lora_tiny.pth"))
