@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="v2Pro/v2ProPlus: speaker-verification model pretrained_eres2netv2w24s4ep4.ckpt "
                         "(default: <model-dir>/sv/)")
     m.add_argument("--no-compile-cache", action="store_true", help="do not use the persistent JAX compilation cache")
+    m.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"],
+                   help="S1 (GPT) weights: fp32 (exact), bf16, or int8 weight-only (see docs/performance.md)")
 
     io = p.add_argument_group("input and output")
     io.add_argument("--ref", type=pathlib.Path, help="reference audio, 3-10 s (any format soundfile reads)")
@@ -268,6 +270,8 @@ def run(args) -> dict:
         if not args.quiet:
             print("loading models ...", file=sys.stderr, flush=True)
         tts = _load_tts(args)
+        if args.precision != "fp32":
+            tts.s1 = tts.s1.to_precision(args.precision)
         kw = dict(text_lang=args.text_lang, ref_wav_path=args.ref, ref_text=args.ref_text, ref_lang=args.ref_lang,
                   aux_refs=args.aux_ref)
     load = time.perf_counter() - t0

@@ -50,10 +50,11 @@ def test_forward_agrees_with_fp32(models, precision):
     assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.95
 
 
-@pytest.mark.parametrize("precision", ["bf16", "int8"])
-def test_generate_runs_and_dequant_placement_agrees(models, precision):
+def test_generate_runs_and_dequant_placement_agrees(models):
     m, g = models
-    s1 = m[precision]
+    rows = m["bf16"].generate(g["infer_x"], g["infer_bert"], g["infer_prompt"], top_k=1, max_new_tokens=24, seed=0)
+    assert len(rows) == 1 and 1 <= len(rows[0]) <= 24
+    s1 = m["int8"]
     rows = s1.generate(g["infer_x"], g["infer_bert"], g["infer_prompt"], top_k=1, max_new_tokens=24, seed=0)
     assert len(rows) == 1 and 1 <= len(rows[0]) <= 24
     # dequantising once per decode call (CPU default) or inside every step: the same tokens
@@ -92,3 +93,15 @@ def test_bad_precision_is_refused_before_reading(tmp_path):
         from gsv_jax.inference.s1 import S1
 
         S1.random(configs.load("s1_v2"), precision="int4")
+
+
+def test_to_precision_and_infer_flag(models, capsys):
+    m, _ = models
+    q = m["fp32"].to_precision("int8")
+    assert q.precision == "int8" and isinstance(q.params["predict"]["kernel"], Int8Kernel)
+    import infer
+
+    with pytest.raises(SystemExit) as e:  # refused by the parser, before any model is loaded
+        infer.main(["--precision", "fp16", "--selftest"])
+    assert e.value.code == 2 and "--precision: invalid choice: 'fp16'" in capsys.readouterr().err
+    assert infer.build_parser().parse_args(["--precision", "int8"]).precision == "int8"
