@@ -189,7 +189,7 @@ class StreamDecoder:
         y_len = 2 * n_tok
         keep = y_len if result_tokens is None else min(y_len, 2 * result_tokens)
         start = y_len - keep
-        width = buckets.ladder(keep, minimum=MIN_FRAMES)
+        width = buckets.pow2(keep, 2 * MIN_FRAMES)  # coarse: each chunk's window would otherwise be a new shape
         tc = buckets.ladder(n_tok, minimum=MIN_FRAMES)
         tt = buckets.ladder(len(self.phones), minimum=MIN_FRAMES)
         codes = np.zeros((1, tc), np.int32)
@@ -203,7 +203,7 @@ class StreamDecoder:
             L = min(2 * overlap_tokens, keep, len(self.last_latent))
             prev[0, :L] = self.last_latent[len(self.last_latent) - L:]
         out_len = keep if self.speed == 1.0 else int(keep / self.speed) + 1
-        t_out = 2 * buckets.ladder(-(-out_len // 2), minimum=MIN_FRAMES)
+        t_out = buckets.pow2(out_len, 2 * MIN_FRAMES)
         eps = np.zeros((1, t_out, cfg.inter_channels), np.float32)
         if self.noise_scale != 0:
             eps[0, :out_len] = self.rng.standard_normal((out_len, cfg.inter_channels), dtype=np.float32)

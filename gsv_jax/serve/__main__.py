@@ -84,7 +84,7 @@ def warm_up(server, voice: dict | None) -> dict:
     for b in sizes:  # every batch shape concurrent requests can make
         tokens, _ = tts.generate_tokens([row] * b, Sampling(), max_new_tokens=cap, on_chunk=lambda *a: False)
         tts.decode_tokens([S2Row(tokens[0], job.targets[0].ids, job.specs, 0)] * b)
-    for mode in (0, 2):
+    for mode in (0, 2, 3):
         req = {"text": "你好，今天天气很好。", "text_lang": lang, "ref_audio_path": voice["ref_audio_path"],
                "prompt_text": voice.get("prompt_text", ""), "prompt_lang": voice.get("prompt_lang", "zh"),
                "top_k": 15, "top_p": 1.0, "temperature": 1.0, "repetition_penalty": 1.35, "speed_factor": 1.0,
