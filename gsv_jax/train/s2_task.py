@@ -179,9 +179,10 @@ class S2Task(Task):
         c = self.config
         kg, kd = jax.random.split(rng)
         T = c.segment_size
+        sv = jnp.zeros((1, c.sv_dim)) if c.speaker_verification else None  # v2Pro*: the speaker embedding
         variables = self.model.init({"params": kg, "dropout": kg}, jnp.zeros((1, T, c.ssl_dim)),
                                     jnp.zeros((1, T, c.spec_channels)), jnp.array([T]), jnp.zeros((1, 3), jnp.int32),
-                                    jnp.array([3]), slice_ids=jnp.zeros((1,), jnp.int32))
+                                    jnp.array([3]), slice_ids=jnp.zeros((1,), jnp.int32), sv_emb=sv)
         g = variables["params"]
         d = self.disc.init(kd, jnp.zeros((1, 4096), jnp.float32))["params"]
         # a fresh trainable codebook is uninitialised (k-means on the first batch); a frozen one is used as is
@@ -196,7 +197,8 @@ class S2Task(Task):
         return {"ssl": S((batch_size, frames, c.ssl_dim), f32), "spec": S((batch_size, frames, c.spec_channels), f32),
                 "spec_lens": S((batch_size,), i32), "wav": S((batch_size, frames * c.hop), f32),
                 "text": S((batch_size, text_len), i32), "text_lens": S((batch_size,), i32),
-                "epoch": S((batch_size,), i32)}
+                "epoch": S((batch_size,), i32),
+                **({"sv_emb": S((batch_size, c.sv_dim), f32)} if c.speaker_verification else {})}
 
     def loss_fn(self, params, batch, rng, train: bool = True):
         """Generator total loss against the current D (evaluation / logging; training uses the GAN step)."""
@@ -210,11 +212,12 @@ class S2Task(Task):
         batch = dict(batch)
         batch["ssl"] = jnp.asarray(batch["ssl"], jnp.float32)
         if "spec" not in batch:
-            from gsv_jax.data.s2_pipeline import batch_spectrogram
+            from gsv_jax.data.s2_pipeline import S2DataConfig, batch_spectrogram
 
             m = self.mel_cfg
             batch["spec"] = batch_spectrogram(batch["wav"], batch["wav_lens"], batch["ssl"].shape[1],
-                                              m.get("filter_length", 2048), self.config.hop, m.get("win_length", 2048))
+                                              m.get("filter_length", S2DataConfig.filter_length), self.config.hop,
+                                              m.get("win_length", S2DataConfig.win_length))
         return batch
 
     def g_forward(self, params_g, batch, rng, enc_q_noise=None, rand_slice_u=None, *, codebook=None, vq_draws=None):
@@ -322,7 +325,9 @@ class S2Task(Task):
     # -- checkpoints in the original formats -----------------------------------------------------
     def generator_template(self):
         """The generator's parameter shapes (unboxed ShapeDtypeStructs; weight norm as ``weight_g/weight_v``)."""
-        return nn.meta.unbox(jax.eval_shape(self.init_params, jax.random.PRNGKey(0)))["g"]
+        if getattr(self, "_g_template", None) is None:  # traced once per task
+            self._g_template = nn.meta.unbox(jax.eval_shape(self.init_params, jax.random.PRNGKey(0)))["g"]
+        return self._g_template
 
     def params_from_original(self, g_path, d_path=None, rng=None):
         """Plain ``{"g", "d"}`` parameters from ``G_*.pth`` / pretrained ``s2G*.pth`` (enc_q from the file
