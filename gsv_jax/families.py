@@ -21,6 +21,8 @@ UI_LANGUAGES_V2 = ("auto", "auto_yue", "en", "zh", "ja", "yue", "ko", "all_zh", 
 
 #: the rate of S2's data: reference spectrograms, training clips, the VITS decoders' output
 SOVITS_SAMPLE_RATE = 32000
+#: hop of S2's linear spectrogram at that rate: two frames per 25 Hz semantic token
+SOVITS_HOP = 640
 #: HuBERT's input rate (semantic features, speaker-verification input)
 SSL_SAMPLE_RATE = 16000
 
@@ -68,7 +70,7 @@ class Family:
         return self.sample_rate // 25
 
 
-_COMMON = dict(ref_sample_rate=SOVITS_SAMPLE_RATE, spec_hop=640, s1_preset="s1_v2", s1_phoneme_vocab=732, symbols="v2",
+_COMMON = dict(ref_sample_rate=SOVITS_SAMPLE_RATE, spec_hop=SOVITS_HOP, s1_preset="s1_v2", s1_phoneme_vocab=732, symbols="v2",
                n_symbols=732, languages=LANGUAGES_V2, ui_languages=UI_LANGUAGES_V2, ref_bins=704)
 
 FAMILIES: Mapping[str, Family] = {f.name: f for f in (

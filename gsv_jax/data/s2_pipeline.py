@@ -34,7 +34,7 @@ from gsv_jax import audio, families
 from gsv_jax.configs import read_section, runtime_field
 from gsv_jax.data.pipeline import InMemoryReader, PlannedBatchIterator
 
-HOP = 640
+HOP = families.SOVITS_HOP
 BOUNDARIES = (32, 300) + tuple(range(400, 2000, 100))
 
 
