@@ -291,6 +291,10 @@ class TTS:
         return cls.from_paths(**resolve_model_folder(folder), **kwargs)
 
     def _check_versions(self):
+        if not self.family.supported:
+            raise ValueError(
+                f"SoVITS {self.version} models do not run through TTS yet; synthesize with "
+                "gsv_jax.load_s2(...).synthesize_chunked(...) and gsv_jax.load_vocoder(...) (docs/v3v4.md)")
         n_symbols = self.family.n_symbols
         s1_vocab = int(self.s1.config.model.phoneme_vocab_size)
         if s1_vocab < n_symbols:
