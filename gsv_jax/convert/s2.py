@@ -244,17 +244,21 @@ def state_dict_to_params(sd: dict, template: dict, *, weight_norm: bool = True, 
             bad_shape.append(f"{path_to_torch_key(path)}: file {tuple(val.shape)} vs model {tuple(leaf.shape)}")
             continue
         out[path] = val
-    unexpected = sorted(set(sd) - used)
-    if missing or unexpected or bad_shape:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[:5]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:5]})")
-        if bad_shape:
-            parts.append(f"{len(bad_shape)} with other shapes (e.g. {bad_shape[:3]})")
-        raise CheckpointError(f"{where}: weights do not fit the S2 architecture: " + "; ".join(parts))
+    raise_if_mismatched(f"{where}: weights do not fit the S2 architecture", missing, sorted(set(sd) - used), bad_shape)
     return unflatten(out), buffers
+
+
+def raise_if_mismatched(what: str, missing, unexpected, bad_shape) -> None:
+    """One :class:`CheckpointError` listing missing / unexpected / wrong-shape keys (examples of each)."""
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing (e.g. {missing[:5]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:5]})")
+    if bad_shape:
+        parts.append(f"{len(bad_shape)} with other shapes (e.g. {bad_shape[:3]})")
+    if parts:
+        raise CheckpointError(f"{what}: " + "; ".join(parts))
 
 
 def _is_wn_layer(sd, layer):

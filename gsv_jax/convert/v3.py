@@ -102,16 +102,7 @@ def state_dict_to_params(sd: dict, template: dict, where: str = "checkpoint"):
             bad.append(f"{path_to_key(path)}: file {tuple(val.shape)} vs model {tuple(leaf.shape)}")
             continue
         out[path] = val
-    unexpected = sorted(set(sd) - used)
-    if missing or unexpected or bad:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[:5]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:5]})")
-        if bad:
-            parts.append(f"{len(bad)} with other shapes (e.g. {bad[:3]})")
-        raise CheckpointError(f"{where}: weights do not fit the architecture: " + "; ".join(parts))
+    s2conv.raise_if_mismatched(f"{where}: weights do not fit the architecture", missing, sorted(set(sd) - used), bad)
     return unflatten(out), buffers
 
 

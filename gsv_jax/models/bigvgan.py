@@ -16,6 +16,7 @@ filters see the row's last sample repeated (its replicate padding).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -41,10 +42,7 @@ class BigVGANConfig:
 
     @property
     def hop(self) -> int:
-        h = 1
-        for u in self.upsample_rates:
-            h *= u
-        return h
+        return math.prod(self.upsample_rates)
 
     @classmethod
     def from_json(cls, d: dict) -> BigVGANConfig:

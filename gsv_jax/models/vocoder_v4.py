@@ -11,6 +11,7 @@ row) every conv input is zeroed beyond the row, so a padded batch equals each ro
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -30,10 +31,7 @@ class VocoderV4Config:
 
     @property
     def hop(self) -> int:
-        h = 1
-        for u in self.upsample_rates:
-            h *= u
-        return h
+        return math.prod(self.upsample_rates)
 
 
 class VocoderV4(nn.Module):

@@ -106,17 +106,26 @@ def test_weight_norm_styles(s2, golden_file, tmp_path, style):
 
 
 @pytest.mark.parametrize("head,name", [(b"03", "v3"), (b"04", "v4")])  # v2Pro*: tests/convert/test_s2_pro.py
-def test_unsupported_versions_are_refused(tmp_path, head, name):
+def test_lora_heads_go_to_the_cfm_engine_which_asks_for_the_base(tmp_path, head, name):
+    """A v3/v4 LoRA file (heads 03/04) is not read as a VITS model: the CFM loader names the base it needs."""
     sd = {"enc_p.text_embedding.weight": np.zeros((732, 4), np.float16),
-          "dec.conv_pre.weight": np.zeros((768 if name == "v2ProPlus" else 512, 4, 7), np.float16)}
-    if name.startswith("v2Pro"):
-        sd["sv_emb.weight"] = np.zeros((1024, 8), np.float16)
-    else:
-        sd["cfm.estimator.proj_out.weight"] = np.zeros((100, 8), np.float16)
+          "cfm.estimator.proj_out.weight": np.zeros((100, 8), np.float16)}
     path = tmp_path / "m.pth"
-    save_torch_file({"weight": sd, "config": {"model": {}}, "info": "x"}, path, head=head)
-    with pytest.raises(conv.UnsupportedVersionError, match=f"SoVITS {name} models are not supported yet"):
+    save_torch_file({"weight": sd, "config": {"model": {}}, "info": "x", "lora_rank": 4}, path, head=head)
+    with pytest.raises(CheckpointError, match=f"SoVITS {name} LoRA fine-tune: load it with its base model"):
         gsv_jax.load_s2(path)
+
+
+def test_unsupported_family_is_refused_by_name(tmp_path, monkeypatch):
+    """A family the registry marks unsupported is refused with its name, before any weights are mapped."""
+    import dataclasses
+
+    from gsv_jax import families
+
+    v2 = dataclasses.replace(families.FAMILIES["v2"], supported=False)
+    monkeypatch.setitem(families.FAMILIES, "v2", v2)
+    with pytest.raises(conv.UnsupportedVersionError, match="SoVITS v2 models are not supported yet"):
+        conv.refuse_unsupported(tmp_path / "m.pth", "v2")
 
 
 def test_v1_detected_from_embedding_rows(golden_file, tmp_path):

@@ -18,6 +18,7 @@ Methods (call with ``model.apply(variables, ..., method=...)``):
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import flax.linen as nn
 import jax
@@ -77,10 +78,7 @@ class S2ModelConfig:
 
     @property
     def hop(self) -> int:
-        h = 1
-        for u in self.upsample_rates:
-            h *= u
-        return h
+        return math.prod(self.upsample_rates)
 
     @classmethod
     def from_mapping(cls, m, **overrides) -> S2ModelConfig:
