@@ -112,7 +112,7 @@ def test_s2_fine_tune_resume_and_export(tmp_path):
     config.train.disc_width_div = 1  # the golden D, as trained above
     task = S2Task.from_config(config)
     back, info = task.params_from_original(export / "G_3.pth", export / "D_3.pth")
-    assert set(back) == {"g", "d"} and info["iteration"] >= 1
+    assert set(back) == {"g", "d", "codebook"} and info["iteration"] >= 1  # codebook: the quantizer statistics
     # the exported G/D (fp32) hold exactly what the run saved at that step (tolerance: the weight-norm
     # g/v split and fold of the export, fp32 rounding), and training moved them away from --init-from
     trained = saved_params(work, 3)
