@@ -418,7 +418,7 @@ class TTS:
         wav16 = audio_lib.resample_sinc(wav[0], families.SOVITS_SAMPLE_RATE, families.SSL_SAMPLE_RATE)
         return np.asarray(audio_lib.spectrogram(wav)), np.asarray(self.sv.embed(wav16), np.float32)[None]
 
-    def _speaker_embeddings(self, specs) -> list | None:
+    def speaker_embeddings(self, specs) -> list | None:
         """The embeddings of reference spectrograms made by :meth:`reference` (None for non-Pro models)."""
         if not self.s2.speaker_verification:
             return None
@@ -529,7 +529,7 @@ class TTS:
                     draw = np.random.default_rng(r.seed % (1 << 32)).standard_normal((n, inter), dtype=np.float32)
                     noise[b, :, :n] = draw.T
             specs = group[0].specs
-            sv = self._speaker_embeddings(specs)  # v2Pro*: one per reference, aligned with specs
+            sv = self.speaker_embeddings(specs)  # v2Pro*: one per reference, aligned with specs
             out = self.s2.decode(_pad([r.codes for r in group]), _pad([r.phones for r in group]),
                                  specs if len(specs) > 1 else specs[0], noise_scale=noise_scale, speed=speed,
                                  noise=noise, codes_lens=c_lens, phones_lens=[len(r.phones) for r in group],

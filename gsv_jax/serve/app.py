@@ -479,11 +479,7 @@ def create_app(tts, config: ServerConfig | None = None) -> FastAPI:
         if media_type == "wav" or resp.status_code != 200:
             return resp
         wav = _wav_to_float(resp.body)
-        if media_type == "opus":
-            out = await run_in_threadpool(media._ffmpeg_encode, media.pcm16(wav), tts.sample_rate,
-                                          ["-c:a", "libopus", "-f", "ogg"])
-        else:
-            out = await run_in_threadpool(media.encode, wav, tts.sample_rate, media_type)
+        out = await run_in_threadpool(media.encode, wav, tts.sample_rate, media_type)
         return Response(out, media_type={"raw": "audio/pcm", "opus": "audio/ogg"}.get(media_type, f"audio/{media_type}"),
                         headers={"X-Sample-Rate": str(tts.sample_rate)})
 

@@ -420,7 +420,7 @@ class Engine:
                 job.decoders[seg] = streaming.StreamDecoder(
                     self.tts.s2, job.prepared.targets[seg].ids, job.prepared.specs, speed=p.speed,
                     noise_scale=p.noise_scale, overlap_length=p.overlap_length, seed=job.rows[seg].seed,
-                    sv_emb=self.tts._speaker_embeddings(job.prepared.specs))  # v2Pro*: per reference; else None
+                    sv_emb=self.tts.speaker_embeddings(job.prepared.specs))  # v2Pro*: per reference; else None
             t0 = time.perf_counter()
             wav = job.decoders[seg].push(it.tokens, it.last)
             self.stats["s2_chunks"] += 1

@@ -64,6 +64,8 @@ def encode(wav: np.ndarray, sample_rate: int, media_type: str) -> bytes:
         return _ffmpeg_encode(pcm, sample_rate, ["-c:a", "aac", "-b:a", "192k", "-f", "adts"])
     if media_type == "mp3":
         return _ffmpeg_encode(pcm, sample_rate, ["-c:a", "libmp3lame", "-b:a", "192k", "-f", "mp3"])
+    if media_type == "opus":
+        return _ffmpeg_encode(pcm, sample_rate, ["-c:a", "libopus", "-f", "ogg"])
     buf = io.BytesIO()
     fmt = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "ogg": ("OGG", "VORBIS")}[media_type]
     sf.write(buf, pcm, sample_rate, format=fmt[0], subtype=fmt[1])

@@ -79,7 +79,7 @@ def test_each_reference_decodes_with_its_own_embedding(tts, refs):
     from gsv_jax.inference.streaming import StreamDecoder
 
     specs = [r_main.spec, r_aux.spec]
-    dec = StreamDecoder(tts.s2, phones, specs, noise_scale=0.0, sv_emb=tts._speaker_embeddings(specs))
+    dec = StreamDecoder(tts.s2, phones, specs, noise_scale=0.0, sv_emb=tts.speaker_embeddings(specs))
     streamed = dec.push(codes, True)
     assert streamed.shape == got.shape and np.abs(streamed - got).max() < 1e-5
     with pytest.raises(ValueError, match="needs the speaker embedding"):
