@@ -21,10 +21,12 @@ import time
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        description="GPT-SoVITS text-to-speech in JAX: reference clip + text -> 32 kHz speech.",
+        description="GPT-SoVITS text-to-speech in JAX: reference clip + text -> speech at the model's rate "
+                    "(32 kHz; v3 24 kHz, v4 48 kHz).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog="Model folder layout: s1.ckpt, s2.pth, chinese-roberta-wwm-ext-large/, chinese-hubert-base/ "
-               "(original PyTorch files as they are). See docs/synthesis.md, 'The model folder'.")
+               "(original PyTorch files as they are); v3/v4 also their vocoder (and a LoRA's base model). "
+               "See docs/synthesis.md, 'The model folder', and docs/v3v4.md.")
     m = p.add_argument_group("models")
     m.add_argument("--model-dir", type=pathlib.Path, help="folder holding the four model parts")
     m.add_argument("--gpt", type=pathlib.Path, help="S1 (GPT) weights: original .ckpt or our own checkpoint")
@@ -34,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--sv", type=pathlib.Path,
                    help="v2Pro/v2ProPlus: speaker-verification model pretrained_eres2netv2w24s4ep4.ckpt "
                         "(default: <model-dir>/sv/)")
+    m.add_argument("--vocoder", type=pathlib.Path,
+                   help="v3/v4: the vocoder, models--nvidia--bigvgan_v2_24khz_100band_256x/ (v3) or vocoder.pth (v4) "
+                        "(default: found in <model-dir>)")
+    m.add_argument("--sovits-base", type=pathlib.Path,
+                   help="v3/v4 LoRA fine-tunes: the full model they were trained from, s2Gv3.pth / s2Gv4.pth "
+                        "(default: found in <model-dir>)")
     m.add_argument("--no-compile-cache", action="store_true", help="do not use the persistent JAX compilation cache")
     m.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"],
                    help="S1 (GPT) weights: fp32 (exact), bf16, or int8 weight-only (see docs/performance.md)")
@@ -63,7 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "cut4 '.', cut5 every punctuation mark")
     s.add_argument("--batch-size", type=int, default=8, help="segments generated and decoded together")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--noise-scale", type=float, default=0.5)
+    s.add_argument("--noise-scale", type=float, default=0.5, help="S2 prior noise (v1/v2/v2Pro*; unused by v3/v4)")
+    s.add_argument("--sample-steps", type=int, default=None,
+                   help="v3/v4: CFM sampling steps (default: the model's, 32 for v3, 8 for v4)")
+    s.add_argument("--join-segments", action="store_true",
+                   help="v3/v4: join a batch's segments into overlapping chunks re-joined with SOLA, as the "
+                        "original's TTS.run with parallel_infer (default: each segment on its own, batched)")
     s.add_argument("--pause", type=float, default=0.3, help="seconds of silence after each fragment")
     s.add_argument("--max-new-tokens", type=int, default=None,
                    help="cap on semantic tokens per segment (25 per second of speech); default 1500 (100 in --selftest)")
@@ -107,6 +120,8 @@ def check_sampling(args) -> None:
         (args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}"),
         (args.pause >= 0.0, f"--pause must be >= 0 seconds, got {args.pause}"),
         (args.noise_scale >= 0.0, f"--noise-scale must be >= 0, got {args.noise_scale}"),
+        (args.sample_steps is None or args.sample_steps >= 1,
+         f"--sample-steps must be >= 1 (v3 default 32, v4 default 8), got {args.sample_steps}"),
         (args.max_new_tokens is None or args.max_new_tokens >= 1,
          f"--max-new-tokens must be >= 1 (25 tokens = 1 s of speech), got {args.max_new_tokens}"),
     ]
@@ -222,32 +237,38 @@ def check_inputs(args) -> str:
     return text
 
 
-def _load_tts(args):
-    from gsv_jax.inference.tts import TTS, MissingModelFiles
+def _parts(args) -> dict:
+    """The model files: given one by one and/or found in --model-dir (explicit ones win)."""
+    from gsv_jax.inference.tts import MissingModelFiles, resolve_model_folder
 
-    cache = not args.no_compile_cache
-    explicit = [args.gpt, args.sovits, args.bert, args.hubert]
-    if any(explicit):
-        if not all(explicit) and args.model_dir is None:
-            names = [n for n, v in zip(("--gpt", "--sovits", "--bert", "--hubert"), explicit) if v is None]
-            raise MissingModelFiles(f"missing {', '.join(names)} (give all four, or --model-dir)")
-        if args.model_dir is not None:
-            from gsv_jax.inference.tts import resolve_model_folder
-
-            parts = resolve_model_folder(args.model_dir)
-            for k, v in zip(("gpt", "sovits", "bert", "hubert", "sv"), explicit + [args.sv]):
-                if v is not None:
-                    parts[k] = v
-            return TTS.from_paths(**parts, compilation_cache=cache)
-        return TTS.from_paths(args.gpt, args.sovits, args.bert, args.hubert, sv=args.sv, compilation_cache=cache)
-    if args.model_dir is None:
+    given = {"gpt": args.gpt, "sovits": args.sovits, "bert": args.bert, "hubert": args.hubert, "sv": args.sv,
+             "vocoder": args.vocoder, "sovits_base": args.sovits_base}
+    if args.model_dir is not None:
+        return resolve_model_folder(args.model_dir, **given)
+    four = ("gpt", "sovits", "bert", "hubert")
+    if not any(given[k] for k in four):
         raise MissingModelFiles("no models given: pass --model-dir <folder> (or --gpt/--sovits/--bert/--hubert). "
                                 "Run `python infer.py --selftest` to check the installation without models.")
-    if args.sv is not None:
-        from gsv_jax.inference.tts import resolve_model_folder
+    missing = [f"--{k}" for k in four if given[k] is None]
+    if missing:
+        raise MissingModelFiles(f"missing {', '.join(missing)} (give all four, or --model-dir)")
+    return given
 
-        return TTS.from_paths(**{**resolve_model_folder(args.model_dir), "sv": args.sv}, compilation_cache=cache)
-    return TTS.from_folder(args.model_dir, compilation_cache=cache)
+
+def check_prompt_for_model(args, parts: dict) -> None:
+    """v3/v4 need the reference text: refused from a look at the SoVITS file, before loading anything."""
+    from gsv_jax.inference.tts import NO_PROMPT_TEXT, peek_decoder
+
+    if not args.ref_text.strip() and peek_decoder(parts["sovits"]) == "cfm":
+        raise ValueError(f"{NO_PROMPT_TEXT}; {parts['sovits']} is a SoVITS v3/v4 model")
+
+
+def _load_tts(args):
+    from gsv_jax.inference.tts import TTS
+
+    parts = _parts(args)
+    check_prompt_for_model(args, parts)  # a cheap look at the SoVITS file first
+    return TTS.from_paths(**parts, compilation_cache=not args.no_compile_cache)
 
 
 def run(args) -> dict:
@@ -280,7 +301,7 @@ def run(args) -> dict:
         result = tts.synthesize(text, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
                                 repetition_penalty=args.repetition_penalty, speed=args.speed, cut=args.cut,
                                 noise_scale=args.noise_scale, seed=args.seed, batch_size=args.batch_size,
-                                pause=args.pause,
+                                pause=args.pause, sample_steps=args.sample_steps, join_segments=args.join_segments,
                                 max_new_tokens=args.max_new_tokens or (100 if args.selftest else 1500),
                                 progress=_progress_printer(args.quiet), return_timings=True, **kw)
         wall = time.perf_counter() - t0

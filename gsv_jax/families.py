@@ -95,11 +95,11 @@ FAMILIES: Mapping[str, Family] = {f.name: f for f in (
     Family(name="v3", **_COMMON, sample_rate=24000, gin_channels=512, decoder="cfm", s2_preset=None, head=b"02",
            lora_head=b"03", hashes=("43797be674a37c1c83ee81081941ed0f",), extra_models=("bigvgan",),
            periods=(), converter="gsv_jax.convert.v3", model_module="gsv_jax.models.s2.synthesizer_v3",
-           sample_steps=32, supported=False),
+           sample_steps=32),
     Family(name="v4", **_COMMON, sample_rate=48000, gin_channels=512, decoder="cfm", s2_preset=None, head=None,
            lora_head=b"04", hashes=("4f26b9476d0c5033e04162c486074374",), extra_models=("vocoder_v4",),
            periods=(), converter="gsv_jax.convert.v3", model_module="gsv_jax.models.s2.synthesizer_v3",
-           sample_steps=8, supported=False),
+           sample_steps=8),
 )}
 
 VERSIONS = tuple(FAMILIES)

@@ -1,4 +1,5 @@
-"""End-to-end synthesis: text -> segments -> phonemes + BERT -> S1 -> S2 -> 32 kHz waveform.
+"""End-to-end synthesis: text -> segments -> phonemes + BERT -> S1 -> S2 -> waveform (32 kHz; v3/v4:
+S2's CFM mel + their vocoder, 24 / 48 kHz).
 
 The flow follows the original's inference (docs/synthesis.md, "The flow"): the reference audio
 gives the prompt semantic tokens (HuBERT -> ``extract_latent``) and the reference spectrogram(s);
@@ -41,13 +42,20 @@ EARLY_STOP_HZ = 50  # early_stop_num = hz * max_sec with the original's hz = 50 
 DEFAULT_MAX_SEC = 54  # the pretrained GPT configs' data.max_sec
 
 # The model folder layout read by TTS.from_folder (first match wins; see docs/synthesis.md, "The model folder").
-S1_NAMES = ("s1.ckpt", "gpt.ckpt", "s1")
+S1_NAMES = ("s1.ckpt", "gpt.ckpt", "s1", "s1v3.ckpt")
 S2_NAMES = ("s2.pth", "sovits.pth", "s2")
 BERT_NAMES = ("chinese-roberta-wwm-ext-large", "bert")
 HUBERT_NAMES = ("chinese-hubert-base", "hubert")
 # v2Pro / v2ProPlus: the speaker-verification model, in the original's layout (pretrained_models/sv/)
 SV_FILE = "pretrained_eres2netv2w24s4ep4.ckpt"
 SV_NAMES = (f"sv/{SV_FILE}", "sv.ckpt")
+# v3 / v4 in the original's pretrained_models names (docs/v3v4.md, "Model folder"): the official SoVITS
+# files (used when no s2.pth is there; also the base of a LoRA s2.pth) and the vocoders
+CFM_BASE_NAMES = {"v3": ("s2Gv3.pth",), "v4": ("s2Gv4.pth", "gsv-v4-pretrained/s2Gv4.pth")}
+VOCODER_NAMES = {"v3": ("models--nvidia--bigvgan_v2_24khz_100band_256x", "bigvgan"),
+                 "v4": ("vocoder.pth", "gsv-v4-pretrained/vocoder.pth")}
+NO_PROMPT_TEXT = ("prompt_text cannot be empty when using SoVITS v3/v4 (the original's NO_PROMPT_ERROR): "
+                  "give the reference text (ref_text, infer.py --ref-text)")
 
 
 class MissingModelFiles(FileNotFoundError):
@@ -95,32 +103,54 @@ class Reference:
     prompt_codes: np.ndarray  # [P] int
     spec: np.ndarray  # [1, 1025, frames]
     sv_emb: np.ndarray | None = None  # v2Pro*: the speaker embedding [1, 20480] of the clip
+    mel: np.ndarray | None = None  # v3/v4: the CFM prompt mel [1, 100, frames] (normalised, untrimmed)
 
 
-def _find(folder: pathlib.Path, names: Sequence[str], pattern: str | None) -> pathlib.Path | None:
+def _find(folder: pathlib.Path, names: Sequence[str], pattern: str | None,
+          exclude: Sequence[str] = ()) -> pathlib.Path | None:
     for name in names:
         if (folder / name).exists():
             return folder / name
     if pattern:
-        found = sorted(folder.glob(pattern))
+        found = [p for p in sorted(folder.glob(pattern)) if p.name not in exclude]
         if len(found) == 1:
             return found[0]
     return None
 
 
-def resolve_model_folder(folder: str | os.PathLike) -> dict:
-    """Find the four parts in a model folder; raise :class:`MissingModelFiles` naming what is missing."""
+def _find_sovits(folder: pathlib.Path) -> pathlib.Path | None:
+    """``s2.pth``-style names first; else the original's v3/v4 file names (exactly one of them may be
+    there: with both, the choice is the user's); else the folder's only ``*.pth`` (vocoders aside)."""
+    hit = _find(folder, S2_NAMES, None)
+    if hit is not None:
+        return hit
+    official = [folder / n for v in ("v3", "v4") for n in CFM_BASE_NAMES[v] if (folder / n).is_file()]
+    if len(official) > 1:
+        raise MissingModelFiles(
+            f"model folder {folder} holds several SoVITS models ({', '.join(p.name for p in official)}): name the "
+            f"one to use {folder / S2_NAMES[0]} (or give it: infer.py --sovits, TTS.from_paths(sovits=...))")
+    if official:
+        return official[0]
+    return _find(folder, (), "*.pth", exclude=[pathlib.PurePath(n).name for v in VOCODER_NAMES.values() for n in v])
+
+
+def resolve_model_folder(folder: str | os.PathLike, **given) -> dict:
+    """Find the four parts in a model folder; raise :class:`MissingModelFiles` naming what is missing.
+    ``given`` (``gpt=``, ``sovits=``, ...): parts named explicitly, not searched for."""
     folder = pathlib.Path(folder)
     if not folder.is_dir():
         raise MissingModelFiles(f"model folder {folder} does not exist. {_LAYOUT_HELP}")
-    parts = {
-        "gpt": _find(folder, S1_NAMES, "*.ckpt"),
-        "sovits": _find(folder, S2_NAMES, "*.pth"),
-        "bert": _find(folder, BERT_NAMES, None),
-        "hubert": _find(folder, HUBERT_NAMES, None),
-    }
+    given = {k: v for k, v in given.items() if v is not None}
+    search = {"gpt": lambda: _find(folder, S1_NAMES, "*.ckpt"), "sovits": lambda: _find_sovits(folder),
+              "bert": lambda: _find(folder, BERT_NAMES, None), "hubert": lambda: _find(folder, HUBERT_NAMES, None)}
+    parts = {k: given[k] if k in given else find() for k, find in search.items()}
     missing = [k for k, v in parts.items() if v is None]
-    parts["sv"] = _find(folder, SV_NAMES, "sv/*.ckpt")  # needed by v2Pro* only (checked once S2 is loaded)
+    # needed by some versions only (checked once S2 is loaded): v2Pro*'s SV model, v3/v4's vocoder
+    parts["sv"] = given.get("sv") or _find(folder, SV_NAMES, "sv/*.ckpt")
+    for k in ("vocoder", "sovits_base"):
+        if k in given:
+            parts[k] = given[k]
+    parts.setdefault("model_dir", folder)  # where from_paths looks for the v3/v4 parts
     if missing:
         what = {"gpt": f"the S1 (GPT) weights as {folder / S1_NAMES[0]}",
                 "sovits": f"the S2 (SoVITS) weights as {folder / S2_NAMES[0]}",
@@ -137,8 +167,68 @@ _LAYOUT_HELP = """Expected layout (original PyTorch files work as they are; no c
   <folder>/chinese-roberta-wwm-ext-large/   Hugging Face folder: config.json, pytorch_model.bin or model.safetensors, tokenizer files
   <folder>/chinese-hubert-base/             Hugging Face folder: config.json, pytorch_model.bin or model.safetensors
   <folder>/sv/pretrained_eres2netv2w24s4ep4.ckpt   v2Pro/v2ProPlus only: the speaker-verification model
+  v3: s2Gv3.pth (or s2.pth) + models--nvidia--bigvgan_v2_24khz_100band_256x/ (config.json, bigvgan_generator.pt)
+  v4: s2Gv4.pth (or s2.pth) + vocoder.pth (both also as gsv-v4-pretrained/...); a LoRA s2.pth next to its base
 A folder holding exactly one *.ckpt and one *.pth is also accepted. Run `python infer.py --selftest` to
 check the installation with tiny random weights."""
+
+
+def peek_decoder(sovits) -> str | None:
+    """The decoder kind of a SoVITS file ("cfm" for v3/v4, "hifigan") from a cheap look: the official
+    files' hash, the 2-byte head, else a plain zip's pickle naming ``cfm.`` weights; None when only
+    loading it can tell. (For checks before the slow loads; :func:`gsv_jax.load_s2` decides.)"""
+    import zipfile
+
+    path = pathlib.Path(sovits)
+    if not path.is_file():
+        return None
+    head, digest = families.head_digest(path)
+    version = families.HASHES.get(digest) or (families.HEADS.get(head, (None,))[0] if head != b"PK" else None)
+    if version is not None:
+        return families.family(version).decoder
+    try:
+        with zipfile.ZipFile(path) as zf:
+            pkl = next((n for n in zf.namelist() if n.endswith("data.pkl")), None)
+            return "cfm" if pkl and b"cfm.estimator." in zf.read(pkl) else None
+    except (zipfile.BadZipFile, OSError):
+        return None
+
+
+def _find_first(places: Sequence[pathlib.Path], names: Sequence[str]) -> pathlib.Path | None:
+    for folder in places:
+        for name in names:
+            if (folder / name).exists():
+                return folder / name
+    return None
+
+
+def _find_vocoder(places: Sequence[pathlib.Path], version: str, sovits) -> pathlib.Path:
+    """The vocoder of a v3/v4 model under its original names; a clear error when only the other
+    version's vocoder is there, or none."""
+    hit = _find_first(places, VOCODER_NAMES[version])
+    if hit is not None:
+        return hit
+    want = VOCODER_NAMES[version][0] + ("/" if version == "v3" else "")
+    what = {"v3": f"the BigVGAN vocoder folder {want} (config.json + bigvgan_generator.pt)",
+            "v4": f"the v4 vocoder {want} (gsv-v4-pretrained/vocoder.pth)"}[version]
+    other = "v4" if version == "v3" else "v3"
+    found_other = _find_first(places, VOCODER_NAMES[other])
+    if found_other is not None:
+        raise ValueError(f"mismatched models: the SoVITS model {sovits} is {version}, which needs {what}, but the "
+                         f"model folder holds the {other} vocoder {found_other}; use the vocoder of the same version")
+    raise MissingModelFiles(f"the SoVITS model {sovits} is {version}, which needs {what}: put it in the model folder "
+                            f"as {places[0] / want} (or give its path: infer.py --vocoder, TTS.from_paths(vocoder=...))")
+
+
+def _check_vocoder(version: str, vocoder, sovits=None) -> None:
+    name = VOCODER_NAMES[version][0]
+    if vocoder is None:
+        raise ValueError(f"a SoVITS {version} model needs its vocoder: TTS(..., vocoder=gsv_jax.load_vocoder('{name}'))")
+    if getattr(vocoder, "version", None) != version:
+        model = f"the SoVITS model {sovits}" if sovits else "the SoVITS model"
+        source = f" {vocoder.source}" if getattr(vocoder, "source", "") else ""
+        raise ValueError(f"mismatched models: {model} is {version} but the vocoder{source} is the {vocoder.version} "
+                         f"one ({vocoder.sampling_rate} Hz); {version} needs {name}")
 
 
 class LRUCache:
@@ -195,6 +285,7 @@ class Prepared:
     ref: Reference
     specs: list               # reference spectrogram(s): the main one, then the auxiliary ones
     timings: dict
+    cfm_prompt: tuple | None = None  # v3/v4: S2V3.prompt(...) of the reference (ge, features, mel)
 
     def s1_rows(self, seed: int) -> list[S1Row]:
         """Segment i samples with ``seed + i``: a segment's tokens do not depend on the batch it is in."""
@@ -216,6 +307,7 @@ class S2Row:
     phones: np.ndarray         # the segment's own phoneme ids
     specs: list                # its reference spectrogram(s) (rows with the same list share a call)
     seed: int
+    prompt: tuple | None = None  # v3/v4: the request's Prepared.cfm_prompt (the CFM prompt)
 
 
 class TTS:
@@ -231,9 +323,10 @@ class TTS:
     TEXT_CACHE_SIZE = 2048   # phones/BERT per (text, language): ~1024 x n floats each
     REF_CACHE_SIZE = 64      # reference clips (prompt tokens + spectrogram)
 
-    def __init__(self, s1, s2, bert, hubert, *, compilation_cache: bool | str = True, sv=None):
+    def __init__(self, s1, s2, bert, hubert, *, compilation_cache: bool | str = True, sv=None, vocoder=None):
         self.s1, self.s2, self.bert, self.hubert = s1, s2, bert, hubert
         self.sv = sv  # v2Pro*: gsv_jax.load_sv(...) (ERes2NetV2), turns each reference into its embedding
+        self.vocoder = vocoder  # v3/v4: gsv_jax.load_vocoder(...) (BigVGAN / the 48 kHz vocoder), mel -> audio
         # spectrogram id -> (spectrogram, embedding): the rows of decode_tokens carry the reference cache's
         # spectrograms; this finds their embeddings (the stored array keeps its id from being reused)
         self._sv_by_spec = LRUCache(4 * self.REF_CACHE_SIZE)
@@ -250,41 +343,63 @@ class TTS:
         self._text_cache.clear()
         self._sv_by_spec.clear()
 
-    def replace_models(self, *, s1=None, s2=None) -> None:
+    def replace_models(self, *, s1=None, s2=None, vocoder=None) -> None:
         """Swap in new S1 and/or S2 weights (checked against the other model first; on a mismatch
-        nothing changes). The caches are cleared: prompt tokens and phonemes follow the S2 version.
-        The caller makes sure no synthesis runs meanwhile (the server's weights switch does)."""
-        old = (self.s1, self.s2, self.version)
-        self.s1, self.s2 = s1 or self.s1, s2 or self.s2
+        nothing changes; a v3/v4 S2 needs its ``vocoder`` unless the current one fits). The caches are
+        cleared: prompt tokens and phonemes follow the S2 version. The caller makes sure no synthesis
+        runs meanwhile (the server's weights switch does)."""
+        old = (self.s1, self.s2, self.version, self.vocoder)
+        self.s1, self.s2, self.vocoder = s1 or self.s1, s2 or self.s2, vocoder or self.vocoder
         self.version = self.s2.version
         try:
             self._check_versions()
         except ValueError:
-            self.s1, self.s2, self.version = old
+            self.s1, self.s2, self.version, self.vocoder = old
             raise
         self.clear_caches()
 
     # ---------------------------------------------------------------------------------- loading
     @classmethod
-    def from_paths(cls, gpt, sovits, bert, hubert, sv=None, **kwargs) -> TTS:
-        """``sv``: the speaker-verification checkpoint (v2Pro/v2ProPlus SoVITS models need it)."""
+    def from_paths(cls, gpt, sovits, bert, hubert, sv=None, vocoder=None, sovits_base=None, model_dir=None,
+                   **kwargs) -> TTS:
+        """``sv``: the speaker-verification checkpoint (v2Pro/v2ProPlus SoVITS models need it).
+        v3/v4: ``vocoder`` (the BigVGAN folder / ``vocoder.pth``) and, for a LoRA fine-tune,
+        ``sovits_base`` (its full model); when not given they are looked for under their original
+        names in ``model_dir`` and beside the SoVITS file (docs/v3v4.md, "Model folder")."""
         import gsv_jax
 
-        for name, p in (("gpt", gpt), ("sovits", sovits), ("bert", bert), ("hubert", hubert), ("sv", sv)):
+        for name, p in (("gpt", gpt), ("sovits", sovits), ("bert", bert), ("hubert", hubert), ("sv", sv),
+                        ("vocoder", vocoder), ("sovits_base", sovits_base)):
             if p is not None and not pathlib.Path(p).exists():
                 raise MissingModelFiles(f"{name} path {p} does not exist. {_LAYOUT_HELP}")
         cache = kwargs.get("compilation_cache", True)
         if cache:  # before loading: the loaders use the stored parameter shapes too
             enable_compilation_cache(None if cache is True else cache)
-        s2 = gsv_jax.load_s2(sovits)
-        if s2.speaker_verification and sv is None:  # before the slow loads
+        places = [pathlib.Path(p) for p in (model_dir, pathlib.Path(sovits).parent) if p is not None]
+        head, _ = families.head_digest(sovits) if pathlib.Path(sovits).is_file() else (b"", "")
+        lora = families.HEADS.get(head, ("", False))
+        if lora[1] and sovits_base is None:  # a LoRA fine-tune: its base model, by its original name
+            sovits_base = _find_first(places, CFM_BASE_NAMES.get(lora[0], ()))
+            if sovits_base is None:
+                base = CFM_BASE_NAMES.get(lora[0], ("its base model",))[0]
+                raise MissingModelFiles(
+                    f"the SoVITS model {sovits} is a {lora[0]} LoRA fine-tune, which needs its base model {base} "
+                    f"(GPT-SoVITS/pretrained_models/{base}): put it in the model folder as {places[0] / base} (or "
+                    f"give its path: infer.py --sovits-base, TTS.from_paths(sovits_base=...))")
+        s2 = gsv_jax.load_s2(sovits, base=sovits_base) if sovits_base is not None else gsv_jax.load_s2(sovits)
+        fam = families.family(s2.version)
+        if fam.speaker_verification and sv is None:  # before the slow loads
             raise MissingModelFiles(
                 f"the SoVITS model {sovits} is {s2.version}, which needs the speaker-verification model {SV_FILE} "
                 f"(GPT-SoVITS/pretrained_models/sv/{SV_FILE}): put it in the model folder as "
                 f"{pathlib.Path(sovits).parent / 'sv' / SV_FILE} (or give its path: infer.py --sv, TTS.from_paths(sv=...))")
+        voc = None
+        if fam.decoder == "cfm":  # before the slow loads: the vocoder of this version
+            voc = gsv_jax.load_vocoder(vocoder if vocoder is not None else _find_vocoder(places, s2.version, sovits))
+            _check_vocoder(s2.version, voc, sovits)
         sv_model = gsv_jax.load_sv(sv) if sv is not None else None  # kept for a later switch to Pro weights
         return cls(gsv_jax.load_s1(gpt), s2, gsv_jax.load_bert(bert), gsv_jax.load_hubert(hubert), sv=sv_model,
-                   **kwargs)
+                   vocoder=voc, **kwargs)
 
     @classmethod
     def from_folder(cls, folder, **kwargs) -> TTS:
@@ -292,9 +407,9 @@ class TTS:
 
     def _check_versions(self):
         if not self.family.supported:
-            raise ValueError(
-                f"SoVITS {self.version} models do not run through TTS yet; synthesize with "
-                "gsv_jax.load_s2(...).synthesize_chunked(...) and gsv_jax.load_vocoder(...) (docs/v3v4.md)")
+            raise ValueError(f"SoVITS {self.version} models do not run through TTS yet (docs/families.md)")
+        if self.family.decoder == "cfm":
+            _check_vocoder(self.version, self.vocoder)
         n_symbols = self.family.n_symbols
         s1_vocab = int(self.s1.config.model.phoneme_vocab_size)
         if s1_vocab < n_symbols:
@@ -404,7 +519,8 @@ class TTS:
             self._sv_by_spec.put(id(spec), (spec, sv_emb))
         else:
             spec, sv_emb = self.reference_spec(path), None
-        ref = Reference(prompt, spec, sv_emb)
+        mel = self.reference_mel(path) if need_prompt and self.family.decoder == "cfm" else None
+        ref = Reference(prompt, spec, sv_emb, mel)
         self._ref_cache.put(key, ref)
         return ref
 
@@ -431,6 +547,17 @@ class TTS:
             out.append(hit[1])
         return out
 
+    def reference_mel(self, path) -> np.ndarray:
+        """v3/v4: the CFM prompt mel as ``TTS.py``'s ``using_vocoder_synthesis`` makes it from the raw
+        clip (``torchaudio.load``: the file's rate; channels averaged; torchaudio-style resampling to
+        24 kHz (v3) / 32 kHz (v4); no peak rule; ``mel_fn``/``mel_fn_v4``; ``norm_spec``): ``[1, 100, frames]``."""
+        import soundfile as sf
+
+        from gsv_jax.inference import v3
+
+        wav = audio_lib.load_audio(path, sr=None, mono=True)
+        return v3.reference_mel(wav, sf.info(str(path)).samplerate, self.version)
+
     @staticmethod
     def reference_spec(path) -> np.ndarray:
         """The original's ``get_spepc``: 32 kHz mono (torchaudio-style resampling), peak above 1
@@ -451,8 +578,15 @@ class TTS:
             raise ValueError(f"unknown target language {text_lang!r}; use one of {', '.join(self.languages)}")
         ref_text = (ref_text or "").strip("\n")
         ref_free = not ref_text.strip()
+        cfm = self.family.decoder == "cfm"
+        if ref_free and cfm:
+            raise ValueError(NO_PROMPT_TEXT)
         if not ref_free and ref_lang not in self.languages:
             raise ValueError(f"unknown reference language {ref_lang!r}; use one of {', '.join(self.languages)}")
+        if cfm and aux_refs:  # as the original: v3/v4 decode with the main reference only
+            log.warning("SoVITS %s uses the main reference only; %d auxiliary reference(s) ignored",
+                        self.version, len(aux_refs))
+            aux_refs = ()
 
         t0 = time.perf_counter()
         segments = segmentation.prepare_segments(text, text_lang, cut)
@@ -471,7 +605,12 @@ class TTS:
             prompt_seq = self.phones_and_bert(ref_text, ref_lang, timings=timings)
         targets = [self.phones_and_bert(seg, text_lang, timings=timings) for seg in segments]
         timings["frontend"] += time.perf_counter() - t0 - timings["bert"]
-        return Prepared(list(segments), targets, prompt_seq, ref, specs, timings)
+        cfm_prompt = None
+        if cfm:  # the prompt features of the reference: once per request, shared by every segment
+            t0 = time.perf_counter()
+            cfm_prompt = self.s2.prompt(ref.prompt_codes, prompt_seq.ids, ref.spec, ref.mel)
+            timings["s2"] += time.perf_counter() - t0
+        return Prepared(list(segments), targets, prompt_seq, ref, specs, timings, cfm_prompt)
 
     def generate_tokens(self, rows: Sequence[S1Row], sampling: Sampling = Sampling(), *,
                         max_new_tokens: int | None = None, on_chunk=None) -> tuple[list[np.ndarray], np.ndarray]:
@@ -508,10 +647,17 @@ class TTS:
             tokens.append(r if len(r) else np.zeros((1,), np.int32))  # the original's "bad zero prediction"
         return tokens, np.asarray(info["eos_stop"], bool)[:n_real]
 
-    def decode_tokens(self, rows: Sequence[S2Row], *, speed: float = 1.0, noise_scale: float = 0.5) -> list:
+    def decode_tokens(self, rows: Sequence[S2Row], *, speed: float = 1.0, noise_scale: float = 0.5,
+                      sample_steps: int | None = None) -> list:
         """S2 for rows of any requests: rows that share a reference list run as one padded batch. Each
         row's noise is drawn from its own seed (``[frames, inter]`` from ``default_rng(seed)``), so a row
-        decodes the same alone or in any batch (padded with copies to :func:`buckets.batch` rows)."""
+        decodes the same alone or in any batch (padded with copies to :func:`buckets.batch` rows).
+        v3/v4 (rows carry their ``prompt``): every row in one batch per chunk step, each chunked as the
+        original's ``using_vocoder_synthesis``, ``sample_steps`` Euler steps (``noise_scale`` unused)."""
+        if self.family.decoder == "cfm":
+            return self.s2.synthesize_rows([(r.codes, r.phones, r.prompt) for r in rows], vocoder=self.vocoder,
+                                           sample_steps=self.steps(sample_steps), speed=speed,
+                                           seeds=[r.seed for r in rows])
         wavs: list = [None] * len(rows)
         groups: dict = {}
         for i, r in enumerate(rows):  # the spectrograms are the reference cache's arrays: same clip, same ids
@@ -538,6 +684,25 @@ class TTS:
                 wavs[i] = np.asarray(w, np.float32)
         return wavs
 
+    def decode_joined(self, job: Prepared, rows: Sequence[S2Row], *, speed: float = 1.0,
+                      sample_steps: int | None = None) -> list:
+        """v3/v4: the original's ``using_vocoder_synthesis_batched_infer`` over ``rows`` (one request's):
+        their features joined, cut into overlapping chunks sampled as one CFM batch, SOLA, split per
+        segment. The noise comes from the first row's seed."""
+        return self.s2.synthesize_batched([r.codes for r in rows], [r.phones for r in rows], job.ref.prompt_codes,
+                                          job.prompt.ids, job.ref.spec, job.ref.mel, vocoder=self.vocoder,
+                                          sample_steps=self.steps(sample_steps), speed=speed, seed=rows[0].seed)
+
+    def steps(self, sample_steps: int | None) -> int | None:
+        """The CFM step count: ``sample_steps`` (checked) or the version's default (32 v3, 8 v4); None
+        for the VITS versions, which have no steps."""
+        if sample_steps is None:
+            return self.family.sample_steps
+        if isinstance(sample_steps, bool) or int(sample_steps) != sample_steps or sample_steps < 1:
+            raise ValueError(f"sample_steps must be an integer >= 1 (the original offers 4-128; default "
+                             f"{self.family.sample_steps or 'v3 32, v4 8'}), got {sample_steps!r}")
+        return int(sample_steps)
+
     def join(self, wavs: Sequence[np.ndarray], pause: float = 0.3) -> np.ndarray:
         """Each fragment divided by its peak when above 1, followed by ``pause`` seconds of silence."""
         gap = np.zeros(int(self.sample_rate * pause), np.float32)
@@ -551,7 +716,8 @@ class TTS:
                    *, top_k: int = 15, top_p: float = 1.0, temperature: float = 1.0,
                    repetition_penalty: float = 1.35, speed: float = 1.0, cut: str = "cut1",
                    noise_scale: float = 0.5, seed: int = 0, aux_refs: Sequence = (), batch_size: int = 8,
-                   pause: float = 0.3, max_new_tokens: int | None = None,
+                   pause: float = 0.3, max_new_tokens: int | None = None, sample_steps: int | None = None,
+                   join_segments: bool = False,
                    progress: Callable[[str, int, int], None] | None = None, return_timings: bool = False):
         """Text -> ``(wav float32 [N], sample rate)``, with ``return_timings`` ``(wav, sr, timings)``:
         seconds per stage (frontend, bert, hubert, s1, s2), ``audio_seconds``, ``segments`` and
@@ -559,9 +725,16 @@ class TTS:
         codes ("zh", "en", "ja", "ko", "yue", "auto", "auto_yue", "all_zh", ...). An empty ``ref_text``
         selects the reference-free mode (no prompt tokens), as in the original. Segment i samples with
         ``seed + i``, so the result does not depend on ``batch_size``. ``max_new_tokens`` (default: the
-        model's bound, :attr:`max_new_tokens`) is clamped to that bound."""
+        model's bound, :attr:`max_new_tokens`) is clamped to that bound.
+
+        v3/v4: ``sample_steps`` CFM steps (default 32 v3, 8 v4), the reference text is required, the
+        output is at the vocoder's rate (:attr:`sample_rate`: 24 kHz v3, 48 kHz v4); segments of any length
+        are chunked as the original. Each segment alone, batched (default), or with ``join_segments``
+        the segments of a batch joined and cut into overlapping chunks re-joined with SOLA, as the
+        original's ``TTS.run`` with ``parallel_infer`` (then a segment depends on its neighbours)."""
         progress = progress or (lambda stage, done, total: None)
         budget = self.token_budget(max_new_tokens)
+        steps = self.steps(sample_steps)
         job = self.prepare(text, text_lang, ref_wav_path, ref_text, ref_lang, cut=cut, aux_refs=aux_refs)
         timings, segments = job.timings, job.segments
         progress("reference", 1, 1)
@@ -581,10 +754,15 @@ class TTS:
         timings["s1"] += time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        s2_rows = [S2Row(tok, t.ids, job.specs, seed + i) for i, (tok, t) in enumerate(zip(tokens, job.targets))]
+        s2_rows = [S2Row(tok, t.ids, job.specs, seed + i, job.cfm_prompt)
+                   for i, (tok, t) in enumerate(zip(tokens, job.targets))]
         wavs: list[np.ndarray] = []
         for start in range(0, len(s2_rows), batch_size):
-            wavs.extend(self.decode_tokens(s2_rows[start:start + batch_size], speed=speed, noise_scale=noise_scale))
+            batch = s2_rows[start:start + batch_size]
+            if join_segments and job.cfm_prompt is not None:
+                wavs.extend(self.decode_joined(job, batch, speed=speed, sample_steps=steps))
+            else:
+                wavs.extend(self.decode_tokens(batch, speed=speed, noise_scale=noise_scale, sample_steps=steps))
             progress("s2", min(start + batch_size, len(s2_rows)), len(s2_rows))
         timings["s2"] += time.perf_counter() - t0
 

@@ -93,8 +93,12 @@ def _jitted(cfg: V3ModelConfig):
         return model.apply({"params": params}, mu, noise, cond, prompt_len, n_steps, mask,
                            method=lambda m, *a: m.cfm.sample(*a))
 
+    def latent(params, ssl):
+        return model.apply({"params": params}, ssl, method=SynthesizerTrnV3.extract_latent)
+
     return (programs.cached_jit(ref, "s2v3_ref", salt), programs.cached_jit(encode, "s2v3_encode", salt, static_argnames=("resized",)),
-            programs.cached_jit(cfm, "s2v3_cfm", salt, static_argnames=("n_steps",)))
+            programs.cached_jit(cfm, "s2v3_cfm", salt, static_argnames=("n_steps",)),
+            programs.cached_jit(latent, "s2v3_latent", salt))
 
 
 class S2V3:
@@ -113,7 +117,7 @@ class S2V3:
         self._device_params = None
         # the programs do not depend on the version (the up-sampling index map is an input): v3 and v4
         # models of one architecture share them
-        self._jit_ref, self._jit_encode, self._jit_cfm = _jitted(config.replace(version="v3"))
+        self._jit_ref, self._jit_encode, self._jit_cfm, self._jit_latent = _jitted(config.replace(version="v3"))
         self.T_ref, self.T_chunk, self.upsample_rate, self.vocoder_sr = CHUNKING[config.version]
 
     @property
@@ -130,6 +134,11 @@ class S2V3:
         return families.family(self.version).sample_steps
 
     @property
+    def speaker_verification(self) -> bool:
+        """v3/v4 take no speaker embedding (as :attr:`gsv_jax.inference.s2.S2.speaker_verification`)."""
+        return False
+
+    @property
     def device_params(self):
         if self._device_params is None:
             self._device_params = jax.tree_util.tree_map(jnp.asarray, s2conv.fold_weight_norm(self.params))
@@ -142,6 +151,23 @@ class S2V3:
         return jax.jit(lambda p, *a: model.apply({"params": p}, *a, method=fn))(self.device_params, *args)
 
     # --- encoder --------------------------------------------------------------------------------
+    def extract_latent(self, ssl) -> np.ndarray:
+        """HuBERT features ``[B, 768, T]`` (50 Hz) -> semantic codes ``int32 [B, T // 2]`` (the prompt
+        tokens of a reference; the same ``ssl_proj`` + quantizer as v2)."""
+        ssl = np.asarray(ssl, np.float32)
+        if ssl.ndim == 2:
+            ssl = ssl[None]
+        if ssl.ndim != 3 or ssl.shape[1] != self.config.ssl_dim:
+            raise ValueError(f"ssl must be [B, {self.config.ssl_dim}, T] HuBERT features, got shape {ssl.shape}")
+        T = ssl.shape[2]
+        if T < 2:
+            raise ValueError(f"ssl has {T} frame(s); at least 2 (one 25 Hz code) are needed")
+        Tp = 2 * bucket_length(T // 2)
+        x = np.zeros((ssl.shape[0], Tp, ssl.shape[1]), np.float32)
+        x[:, :T] = ssl.transpose(0, 2, 1)
+        codes = np.asarray(self._jit_latent(self.device_params, jnp.asarray(x)))
+        return codes[:, : T // 2].astype(np.int32)
+
     def ref_embedding(self, refer_spec) -> jax.Array:
         """``refer_spec [1, 1025, frames]`` -> ``ge [1, 1, gin]`` (device array)."""
         s = np.asarray(refer_spec, np.float32)
@@ -340,10 +366,66 @@ class S2V3:
             return out, {"mel": mel, "sola_shifts": shifts, "chunks": n}
         return out
 
+    def synthesize_rows(self, rows, *, vocoder, sample_steps: int | None = None, speed: float = 1.0,
+                        seeds=None, return_mels: bool = False) -> list:
+        """Several segments, each exactly as :meth:`synthesize_chunked` makes it alone, in padded
+        batches: chunk k of every segment that has one is ONE CFM call (rows padded to
+        :func:`buckets.batch` with copies), then ONE vocoder call for all segments. ``rows``: ``(codes,
+        phones, prompt)`` with ``prompt = self.prompt(...)`` (segments may have different references).
+        Chunk k of segment i starts from ``chunk_noise(seeds[i], k, ...)``, so a segment gives the same
+        audio alone or in any batch (masks make the padding exact). Returns one waveform per segment."""
+        self._check_vocoder(vocoder)
+        if not rows:
+            return []
+        steps = self.default_steps if sample_steps is None else sample_steps
+        seeds = list(range(len(rows))) if seeds is None else [int(x) for x in seeds]
+        if len(seeds) != len(rows):
+            raise ValueError(f"give one seed per segment ({len(rows)}), got {len(seeds)}")
+        state = []
+        for codes, phones, prompt in rows:
+            if prompt is None:
+                raise ValueError(NO_PROMPT_TEXT)
+            ge, fea_ref, mel2 = prompt
+            fea = self.encode(codes, phones, ge, speed)
+            L = self.T_chunk - mel2.shape[1]
+            state.append({"fea": fea, "ref": fea_ref, "mel2": mel2, "L": L, "n": -(-fea.shape[1] // L), "out": []})
+        for k in range(max(s["n"] for s in state)):
+            live = [i for i, s in enumerate(state) if s["n"] > k]
+            picked = live + [live[0]] * (buckets.batch(len(live)) - len(live))
+            chunks = [state[i]["fea"][:, k * state[i]["L"]: (k + 1) * state[i]["L"]] for i in picked]
+            noises = [chunk_noise(seeds[i], k, state[i]["mel2"].shape[1] + ch.shape[1], self.config.mel_dim)
+                      for i, ch in zip(picked, chunks)]
+            outs = self.cfm([state[i]["ref"] for i in picked], [state[i]["mel2"] for i in picked], chunks, steps,
+                            noises)
+            for i, chunk, out in zip(live, chunks, outs):  # the original's hand-over to the next chunk
+                s = state[i]
+                t_min = s["mel2"].shape[1]
+                s["mel2"], s["ref"] = out[:, -t_min:], chunk[:, -t_min:]
+                s["out"].append(out)
+        mels = [np.asarray(audio.denorm_spec(np.concatenate(s["out"], 1))) for s in state]
+        lens = [m.shape[1] for m in mels]
+        B = buckets.batch(len(mels))
+        batch = np.zeros((B, self.config.mel_dim, max(lens)), np.float32)
+        for b in range(B):
+            m = mels[b if b < len(mels) else 0]
+            batch[b, :, : m.shape[1]] = m
+        lengths = [lens[b if b < len(mels) else 0] for b in range(B)]
+        wav = vocoder(batch, lengths)
+        wavs = [wav[b, : n * vocoder.hop] for b, n in enumerate(lens)]
+        return (wavs, mels) if return_mels else wavs
+
     # --- export -----------------------------------------------------------------------------------
     def state_dict(self, *, dtype=np.float16) -> dict:
         """The original's state dict (``wns1`` weight norm as ``weight_g/weight_v``; fp16 as ``savee`` writes)."""
         return conv.params_to_state_dict(self.params, buffers=self.buffers, dtype=dtype, key_order=self.key_order)
+
+
+def chunk_noise(seed: int, chunk: int, frames: int, mel_dim: int = 100) -> np.ndarray:
+    """The start noise ``[mel_dim, frames]`` (prompt + chunk frames) of chunk ``chunk`` of a segment
+    sampled with ``seed`` (:meth:`S2V3.synthesize_rows`): standard normal from ``default_rng([seed, chunk])``,
+    independent of the batch the segment is in."""
+    rng = np.random.default_rng([int(seed) % (1 << 32), int(chunk)])
+    return rng.standard_normal((mel_dim, int(frames)), dtype=np.float32)
 
 
 def sola(fragments: list, overlap: int, search: int = SOLA_SEARCH):
