@@ -41,8 +41,11 @@ class BertFeatures:
 
     def __init__(self, cfg, params, tokenizer, hidden_state: int = BERT_HIDDEN_STATE):
         # only the layers that feed the chosen hidden state (22 of 24), as separate per-layer
-        # arrays in the feature-major inference layout (bert.split_layers), prepared once here
-        params = jax.device_put(bert_lib.split_layers(params, bert_lib.layers_needed(cfg, (hidden_state,))))
+        # arrays in the feature-major inference layout (bert.split_layers), prepared once here;
+        # load_bert passes that layout already (it has "embeddings" at the top)
+        if "embeddings" not in params:
+            params = bert_lib.split_layers(params, bert_lib.layers_needed(cfg, (hidden_state,)))
+        params = jax.device_put(params)
         self.cfg, self.params, self.tokenizer = cfg, params, tokenizer
         self.hidden_state = hidden_state
 
@@ -184,7 +187,8 @@ def load_bert(folder, dtype: str = "float32") -> BertFeatures:
     """A chinese-roberta-wwm-ext-large Hugging Face folder (config.json, model.safetensors or
     pytorch_model.bin, tokenizer files) -> :class:`BertFeatures`. ``dtype``: compute dtype."""
     cfg = bert_lib.bert_config_from_hf(hf.read_config(folder), dtype=dtype)
-    params = jax.device_put(hf.bert_params(hf.read_state_dict(folder), cfg))
+    params = hf.bert_inference_params(hf.read_state_dict(folder), cfg,
+                                      bert_lib.layers_needed(cfg, (BERT_HIDDEN_STATE,)))
     return BertFeatures(cfg, params, hf.load_tokenizer(folder))
 
 

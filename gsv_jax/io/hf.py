@@ -43,11 +43,44 @@ def read_config(folder: PathLike) -> dict:
         return json.load(f)
 
 
+_SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
+                       "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+
+
+def read_safetensors(path: PathLike) -> dict[str, np.ndarray]:
+    """A ``.safetensors`` file as read-only numpy views of one memory map: nothing is copied until a
+    tensor is used, so a model's loader reads each weight once, straight into its final layout
+    (``safetensors.numpy.load_file`` copies the whole file first). bf16 tensors come back as
+    ``ml_dtypes.bfloat16``."""
+    path = pathlib.Path(path)
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        try:
+            header = json.loads(f.read(n))
+        except ValueError as e:
+            raise ValueError(f"{path} is not a safetensors file (unreadable header: {e})") from None
+    data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n)
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = info["dtype"]
+        if dtype == "BF16":
+            import ml_dtypes
+
+            np_dtype = np.dtype(ml_dtypes.bfloat16)
+        elif dtype in _SAFETENSORS_DTYPES:
+            np_dtype = np.dtype(_SAFETENSORS_DTYPES[dtype])
+        else:
+            raise ValueError(f"{path}: tensor {name!r} has dtype {dtype}, which this reader does not handle")
+        start, end = info["data_offsets"]
+        out[name] = data[start:end].view(np_dtype).reshape(info["shape"])
+    return out
+
+
 def _read_one(path: pathlib.Path) -> dict[str, np.ndarray]:
     if path.name.endswith(".safetensors"):
-        from safetensors.numpy import load_file
-
-        return load_file(str(path))
+        return read_safetensors(path)
     state = load_torch_file(path)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
@@ -83,9 +116,49 @@ def load_tokenizer(folder: PathLike):
     names = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
     if not any((path / n).is_file() for n in names):
         raise FileNotFoundError(f"no tokenizer files in {path}: expected one of {', '.join(names)}")
+    if (path / "tokenizer.json").is_file() and _plain_bert_tokenizer(path):
+        return FastTokenizer(path / "tokenizer.json")
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+
+def _plain_bert_tokenizer(path: pathlib.Path) -> bool:
+    """True when ``tokenizer.json`` alone gives what transformers would build: a BERT tokenizer, no
+    added-token file, and the normaliser options transformers would impose (``do_lower_case``,
+    ``strip_accents``, ``tokenize_chinese_chars`` from ``tokenizer_config.json`` or their defaults)
+    already those of ``tokenizer.json``. Anything else goes through transformers."""
+    try:
+        cfg_path = path / "tokenizer_config.json"
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
+        norm = json.loads((path / "tokenizer.json").read_text(encoding="utf-8")).get("normalizer") or {}
+    except (ValueError, UnicodeDecodeError):
+        return False
+    if (path / "added_tokens.json").is_file() or cfg.get("tokenizer_class", "BertTokenizer") not in (
+            "BertTokenizer", "BertTokenizerFast") or norm.get("type") != "BertNormalizer":
+        return False
+    return (norm.get("lowercase") == cfg.get("do_lower_case", True)
+            and norm.get("strip_accents") == cfg.get("strip_accents")
+            and norm.get("handle_chinese_chars") == cfg.get("tokenize_chinese_chars", True))
+
+
+class FastTokenizer:
+    """``tokenizer.json`` through the ``tokenizers`` library directly: the same ids as transformers'
+    ``BertTokenizerFast`` (which wraps this very object) for ``tokenizer(text)["input_ids"]``,
+    without importing transformers (~3 s of a cold start)."""
+
+    def __init__(self, path: PathLike):
+        from tokenizers import Tokenizer
+
+        self._tok = Tokenizer.from_file(str(path))
+        self._tok.no_truncation()
+        self._tok.no_padding()
+
+    def __call__(self, text: str) -> dict:
+        return {"input_ids": self._tok.encode(text).ids}
+
+    def convert_ids_to_tokens(self, ids) -> list:
+        return [self._tok.id_to_token(int(i)) for i in ids]
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,6 +254,46 @@ def bert_params(state: dict[str, np.ndarray], cfg) -> dict:
         p["layers"] = _stack(layers)
     k.finish()
     return p
+
+
+def bert_inference_params(state: dict[str, np.ndarray], cfg, n_layers: int) -> dict:
+    """The inference layout of ``models.bert.split_layers`` built straight from a Hugging Face state
+    dict: the checkpoint's ``[out, in]`` kernels are already what the feature-major layers read, so
+    each weight is read once (no transposed, stacked copy of a 1.3 GB model first); only the first
+    ``n_layers`` layers are read. Equal to ``split_layers(bert_params(state, cfg), n_layers)``."""
+    later = "|".join(str(i) for i in range(n_layers, cfg.num_hidden_layers)) or "-"
+    k = _Keys(state, ("bert.",), (r"cls\..*", r"pooler\..*", r".*position_ids", rf"encoder\.layer\.({later})\..*"),
+              "BERT")
+    h = cfg.hidden_size
+
+    def dense(name, n_in, n_out):
+        return {"kernel": k(name + ".weight", (n_out, n_in)), "bias": k(name + ".bias", (n_out,)).reshape(-1, 1)}
+
+    def column(norm):
+        return {n: v.reshape(-1, 1) for n, v in norm.items()}
+
+    e = "embeddings."
+    embeddings = {
+        "word_embeddings": {"embedding": k(e + "word_embeddings.weight", (cfg.vocab_size, h))},
+        "position_embeddings": {"embedding": k(e + "position_embeddings.weight", (cfg.max_position_embeddings, h))},
+        "token_type_embeddings": {"embedding": k(e + "token_type_embeddings.weight", (cfg.type_vocab_size, h))},
+        "embeddings_norm": k.norm(e + "LayerNorm"),
+    }
+    layers = []
+    for i in range(n_layers):
+        a = f"encoder.layer.{i}."
+        qkv = [dense(a + f"attention.self.{n}", h, h) for n in ("query", "key", "value")]
+        layers.append({
+            "qkv": {"kernel": np.concatenate([d["kernel"] for d in qkv]),
+                    "bias": np.concatenate([d["bias"] for d in qkv])},
+            "attn_out": dense(a + "attention.output.dense", h, h),
+            "attn_norm": column(k.norm(a + "attention.output.LayerNorm")),
+            "intermediate": dense(a + "intermediate.dense", h, cfg.intermediate_size),
+            "output": dense(a + "output.dense", cfg.intermediate_size, h),
+            "output_norm": column(k.norm(a + "output.LayerNorm")),
+        })
+    k.finish()
+    return {"embeddings": embeddings, "layers": layers}
 
 
 def _fold_weight_norm(g: np.ndarray, v: np.ndarray, dim: int) -> np.ndarray:
