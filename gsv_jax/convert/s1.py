@@ -17,6 +17,7 @@ import numpy as np
 
 from gsv_jax import families
 from gsv_jax.convert.sv import looks_like_sv
+from gsv_jax.data.pipeline import checkpoint_data_section
 from gsv_jax.io.torch_io import CheckpointError, HParams, load_torch_file, save_torch_file
 from gsv_jax.models.s1 import BERT_DIM, S1Dims
 
@@ -235,7 +236,7 @@ def write_s1_checkpoint(path: str | os.PathLike, params: dict, dims: S1Dims, con
     model_cfg.setdefault("linear_units", 4 * dims.dim)
     model_cfg.setdefault("random_bert", 0)
     config["model"] = model_cfg
-    config.setdefault("data", {"max_sec": 54, "pad_val": 1024})
+    config.setdefault("data", checkpoint_data_section())
     weight = params_to_state_dict(params, dims)
     save_torch_file({"weight": weight, "config": _plain(config), "info": info}, path)
 

@@ -61,6 +61,12 @@ class S1DataConfig:
         return read_section(cls, data_cfg, batch_size=batch_size, seed=cls.seed if seed is None else seed)
 
 
+def checkpoint_data_section() -> dict:
+    """The ``config["data"]`` an S1 ``.ckpt`` carries when nothing else is known: this dataclass's
+    defaults (the original's ``max_sec`` and ``pad_val``; inference reads ``max_sec`` for its token bound)."""
+    return {"max_sec": int(S1DataConfig.max_sec), "pad_val": S1DataConfig.pad_val}
+
+
 def filter_items(ph_lens: np.ndarray, sem_lens: np.ndarray, cfg: S1DataConfig) -> np.ndarray:
     """Indices kept by the original's rules (then repeated when fewer than 100 survive)."""
     ph_lens = np.asarray(ph_lens, np.float64)

@@ -14,6 +14,7 @@ import ml_collections
 import numpy as np
 
 from gsv_jax import families
+from gsv_jax.data.pipeline import checkpoint_data_section
 
 TINY_S1 = dict(vocab_size=1025, EOS=1024, phoneme_vocab_size=732, embedding_dim=64, hidden_dim=64, head=4,
                n_layer=2, linear_units=256, dropout=0.0, hard_dropout=0.1, corrected_mask=False, dtype="float32")
@@ -32,7 +33,7 @@ _VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("，。！？,.!?
 def tiny_s1(seed: int = 0):
     from gsv_jax.inference.s1 import S1
 
-    config = ml_collections.ConfigDict({"model": TINY_S1, "data": {"max_sec": 54, "pad_val": 1024}})
+    config = ml_collections.ConfigDict({"model": TINY_S1, "data": checkpoint_data_section()})
     return S1.random(config, seed)
 
 
