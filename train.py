@@ -34,12 +34,15 @@ _CONFIG = config_flags.DEFINE_config_file(
 flags.DEFINE_string("workdir", None, "run folder: checkpoints/, tb/, metrics.jsonl, export/ (resumes from it)")
 flags.DEFINE_string("init_from", None, "original S1 .ckpt to fine-tune from (used when workdir has no checkpoint); "
                     "S2: G.pth [D.pth] (original G_*/D_*.pth or pretrained s2G/s2D)")
-flags.DEFINE_bool("compile_only", False, "compile the sharded train step, print memory/FLOPs per device, exit")
+flags.DEFINE_bool("compile_only", False, "compile the sharded train step (S1 or S2), print memory/FLOPs per "
+                  "device (and, with --topology, the step time at the chip's peak bf16 rate), exit")
 flags.DEFINE_string("topology", None, "TPU topology for --compile-only, e.g. v5e-16, v5e:4x4, v4-32, v5p-64, v6e-8 "
                     "(needs `pip install libtpu`; no TPU hardware)")
 flags.DEFINE_integer("fake_devices", 0, "--compile-only without --topology: number of fake CPU devices")
-flags.DEFINE_integer("tx", 0, "--compile-only: padded phoneme length (default: the largest x bucket)")
-flags.DEFINE_integer("ty", 0, "--compile-only: padded semantic length (default: the largest y bucket)")
+flags.DEFINE_integer("tx", 0, "--compile-only: padded phoneme length (S1 default: the largest x bucket; "
+                     "S2 default: 25 phonemes per second of audio)")
+flags.DEFINE_integer("ty", 0, "--compile-only: padded semantic length (S1, default: the largest y bucket) or "
+                     "spectrogram frames at 50 per second (S2, default: the largest length bucket)")
 flags.DEFINE_float("hbm_gib", 0.0, "--compile-only: device memory to check against (default: by topology, 16 for v5e)")
 flags.DEFINE_string("export", None, "where to write the final weights: S1 an original .ckpt (default "
                     "<workdir>/export/s1-step<N>.ckpt), S2 a folder (default <workdir>/export)")
@@ -164,8 +167,10 @@ def dispatch(positional: list[str]) -> None:
     task = task_class(config.train.get("task", "s1"))
     init_from = [p for p in (FLAGS.init_from or "").split(",") if p] + positional  # S2: --init-from G.pth D.pth
     if FLAGS.compile_only:
+        from gsv_jax.train.aot import compile_only
+
         task.check_config(config, None, (), data=False)
-        task.compile_only(config, topology=FLAGS.topology, tx_len=FLAGS.tx, ty_len=FLAGS.ty, hbm_gib=FLAGS.hbm_gib)
+        compile_only(task, config, topology=FLAGS.topology, tx_len=FLAGS.tx, ty_len=FLAGS.ty, hbm_gib=FLAGS.hbm_gib)
         return
     if not FLAGS.workdir:
         raise ArgumentError("--workdir is required (the run folder; training resumes from it)")
@@ -184,11 +189,12 @@ def main(argv: list[str] | None = None) -> int:
         app.usage(shorthelp=True, writeto_stdout=True)
         return 0
     _use_fake_devices(argv)
+    from gsv_jax.train.checkpoint import CheckpointMismatch
     from gsv_jax.train.task import TrainingSetupError
 
     try:
         dispatch(parse_flags(argv))
-    except (ArgumentError, TrainingSetupError) as e:
+    except (ArgumentError, TrainingSetupError, CheckpointMismatch) as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
     return 0

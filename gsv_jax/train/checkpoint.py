@@ -20,6 +20,10 @@ import jax
 import orbax.checkpoint as ocp
 
 
+class CheckpointMismatch(ValueError):
+    """A checkpoint whose tree is not the training state being restored."""
+
+
 class Checkpointer:
     def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True,
                  clean_unfinished: bool = True):
@@ -53,8 +57,17 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        out = self.manager.restore(int(step), args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+        try:
+            out = self.manager.restore(int(step), args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+        except ValueError as e:
+            if "Structure mismatch" not in str(e):
+                raise
+            raise CheckpointMismatch(
+                f"checkpoint {self.directory} step {step} does not hold this run's training state "
+                f"({str(e).splitlines()[0][:200]}): it was written with another model configuration, or by an "
+                "older gsv-jax (S2 checkpoints from before the trainable codebook lack params/codebook); train in a "
+                "new --workdir, starting from that run's exported weights with --init-from") from None
         return out.state, dict(out.data or {})
 
     def wait(self):

@@ -184,6 +184,20 @@ def test_unfinished_save_removed_synchronously_on_open(tmp_path):
     assert second.all_steps() == [1]
 
 
+def test_restoring_another_tree_names_the_problem(tmp_path):
+    # e.g. an S2 checkpoint from before the codebook joined the training state
+    d = str(tmp_path / "ck")
+    old = ckpt_lib.Checkpointer(d, async_save=False)
+    old.save(1, {"params": {"g": np.ones(3, np.float32)}})
+    old.close()
+    new = ckpt_lib.Checkpointer(d, async_save=False)
+    abstract = {"params": {"g": jax.ShapeDtypeStruct((3,), jnp.float32),
+                           "codebook": jax.ShapeDtypeStruct((4,), jnp.float32)}}
+    with pytest.raises(ckpt_lib.CheckpointMismatch, match=r"step 1 does not hold this run's training state.*codebook.*--init-from"):
+        new.restore(abstract)
+    new.close()
+
+
 def _read_losses(workdir):
     out = {}
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
