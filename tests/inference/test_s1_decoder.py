@@ -134,3 +134,19 @@ def test_eos_rule_stops_after_step_11(tiny):
     p["predict"]["kernel"][:, EOS] = 10 * c  # EOS logit 10|c|^2 > 0 = all others
     res = dec.generate(p, x, [30, 8, 1], bert, prompt, [20, 4, 0], top_k=15, max_new_tokens=40, seeds=3)
     assert [len(t) for t in res.tokens] == [EOS_BAN_STEPS] * 3 and res.eos_stop.all()
+
+
+def test_top_k_pivot_equals_the_sorted_kth_value_on_both_paths():
+    # k <= TOP_K_FAST takes lax.top_k, larger k the full sort: both must keep exactly the entries
+    # >= the k-th largest value of the row (ties at the pivot kept), as the original's sort does
+    from gsv_jax.inference.s1_decoder import TOP_K_FAST, first_argmax, top_k_filter
+
+    rng = np.random.default_rng(0)
+    rows = np.concatenate([rng.standard_normal((3, 1025)), rng.integers(0, 6, (3, 1025))]).astype(np.float32)
+    rows[0, :5] = -np.inf
+    f = jax.jit(top_k_filter)
+    for k in (1, 2, 15, TOP_K_FAST, TOP_K_FAST + 1, 600, 1025, 5000):
+        pivot = -np.sort(-rows, axis=-1)[:, min(k, 1025) - 1: min(k, 1025)]
+        want = np.where(rows < pivot, -np.inf, rows)
+        np.testing.assert_array_equal(np.asarray(f(jnp.asarray(rows), jnp.int32(k))), want, err_msg=f"top_k={k}")
+    np.testing.assert_array_equal(np.asarray(first_argmax(jnp.asarray(rows))), np.argmax(rows, axis=-1))
