@@ -260,7 +260,7 @@ def check_prompt_for_model(args, parts: dict) -> None:
     from gsv_jax.inference.tts import NO_PROMPT_TEXT, peek_decoder
 
     if not args.ref_text.strip() and peek_decoder(parts["sovits"]) == "cfm":
-        raise ValueError(f"{NO_PROMPT_TEXT}; {parts['sovits']} is a SoVITS v3/v4 model")
+        raise ValueError(f"{parts['sovits']} is a SoVITS v3/v4 model: {NO_PROMPT_TEXT}")
 
 
 def _load_tts(args):

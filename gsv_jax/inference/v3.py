@@ -465,8 +465,7 @@ class Vocoder:
         self.hop = module.config.hop
         self.sampling_rate = module.config.sampling_rate
         self.source = source
-        self._jit = programs.cached_jit(lambda p, m, n: module.apply({"params": p}, m, n), f"vocoder_{version}",
-                                        repr(module.config))
+        self._jit = _vocoder_program(version, type(module), module.config)
 
     def __call__(self, mel, lengths=None) -> np.ndarray:
         m = np.asarray(mel, np.float32)
@@ -481,6 +480,14 @@ class Vocoder:
         x[:, :T] = m.transpose(0, 2, 1)
         wav = np.asarray(self._jit(self.params, jnp.asarray(x), jnp.asarray(lens, jnp.int32)))
         return wav[:, : T * self.hop]
+
+
+@functools.cache
+def _vocoder_program(version: str, cls, config):
+    """One jitted program per vocoder architecture: every loaded vocoder of it (a second TTS, a weights
+    switch) reuses the compiled executables instead of compiling its own."""
+    module = cls(config)
+    return programs.cached_jit(lambda p, m, n: module.apply({"params": p}, m, n), f"vocoder_{version}", repr(config))
 
 
 def _tree(sd: dict) -> dict:

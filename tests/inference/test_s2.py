@@ -178,10 +178,10 @@ def test_load_s2_dispatches_cfm_families_to_the_v3_engine(golden):
         gsv_jax.load_s2(golden("s2Gv3_lora_tiny.pth"))
 
 
-def test_tts_refuses_a_cfm_model_with_a_pointer_to_its_api(golden):
+def test_tts_refuses_a_cfm_model_without_its_vocoder(golden):
     import gsv_jax
     from gsv_jax.inference.tts import TTS
 
     v4 = gsv_jax.load_s2(golden("s2Gv4_tiny.pth"))
-    with pytest.raises(ValueError, match=r"v4 models do not run through TTS yet; .*synthesize_chunked"):
+    with pytest.raises(ValueError, match=r"v4 model needs its vocoder: .*load_vocoder\('vocoder.pth'\)"):
         TTS(None, v4, None, None, compilation_cache=False)
