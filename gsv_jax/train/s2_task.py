@@ -341,9 +341,9 @@ class S2Task(Task):
         sd, hparams, meta = conv.read_s2_file(g_path)
         version = meta["detected_version"]
         conv.refuse_unsupported(g_path, version)
-        if version != self.config.version:
+        if version != self.config.version and not _config_decides(version, self.config.version, hparams, meta):
             raise TrainingSetupError(f"{g_path} is a SoVITS {version} model but the config trains "
-                                     f"{self.config.version}; use --config s2_{version}")
+                                     f"{self.config.version}; use --config s2_{version.lower()}")
         g, buffers = conv.state_dict_to_params(sd, self.generator_template(), where=str(g_path))
         if "enc_q" not in g:
             fresh = nn.meta.unbox(self.init_params(rng))
@@ -526,6 +526,19 @@ def golden_batch_from_torch_layout(g) -> dict:
             "text": np.asarray(g["text"], np.int32), "text_lens": np.asarray(g["text_lens"], np.int32),
             "epoch": np.ones(len(g["spec_lens"]), np.int32)}
 
+
+
+def _config_decides(detected: str, configured: str, hparams, meta) -> bool:
+    """Whether a generator file's version is really unknown, so the config's version stands: v2Pro and
+    v2ProPlus are the same model code with other widths, and a training checkpoint ``G_*.pth`` (or a
+    bare state dict) carries no head and no config, only shapes, from which ``detect_s2`` can only
+    guess. The original's ``s2_train.py`` never detects: it loads ``logs_s2_<config version>/G_*.pth``
+    into the model its config builds (a real width mismatch then fails the shape check)."""
+    from gsv_jax import families
+
+    both_pro = families.family(detected).speaker_verification and families.family(configured).speaker_verification
+    return bool(both_pro and hparams is None and meta.get("kind") in ("train", "state_dict")
+                and meta.get("head") in (None, b"PK"))
 
 
 def read_iteration(g_path) -> int:
