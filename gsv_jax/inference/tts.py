@@ -655,6 +655,9 @@ class TTS:
         v3/v4 (rows carry their ``prompt``): every row in one batch per chunk step, each chunked as the
         original's ``using_vocoder_synthesis``, ``sample_steps`` Euler steps (``noise_scale`` unused)."""
         if self.family.decoder == "cfm":
+            if any(r.prompt is None for r in rows):
+                raise ValueError(f"SoVITS {self.version} rows need their CFM prompt: S2Row(..., prompt="
+                                 "prepared.cfm_prompt) with prepared = TTS.prepare(...)")
             return self.s2.synthesize_rows([(r.codes, r.phones, r.prompt) for r in rows], vocoder=self.vocoder,
                                            sample_steps=self.steps(sample_steps), speed=speed,
                                            seeds=[r.seed for r in rows])

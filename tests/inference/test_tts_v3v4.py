@@ -98,6 +98,12 @@ def test_sample_steps_reach_the_sampler(models, ref, monkeypatch):
         assert seen == [default, 5]
 
 
+def test_prompt_tokens_of_the_reference(models):
+    """S2V3.extract_latent (HuBERT features -> the reference's prompt tokens) = the golden ``extract_latent``."""
+    g = np.load(golden_path("v3_tiny.npz"))
+    np.testing.assert_array_equal(models["v3"].s2.extract_latent(g["latent_ssl"]), g["latent_codes"][0])
+
+
 def test_prompt_text_is_required_before_any_work(models, ref, monkeypatch):
     tts = models["v4"]
     monkeypatch.setattr(tts, "hubert", lambda *a: pytest.fail("HuBERT ran before the prompt-text check"))
@@ -105,6 +111,9 @@ def test_prompt_text_is_required_before_any_work(models, ref, monkeypatch):
         tts.synthesize("你好世界。", "zh", ref, "", "zh", **KW)
     with pytest.raises(ValueError, match="sample_steps must be an integer >= 1"):
         tts.synthesize("你好世界。", "zh", ref, REF_TEXT, "zh", **{**KW, "sample_steps": 0})
+    codes, phones = np.arange(8, dtype=np.int32), np.arange(5, 12, dtype=np.int32)
+    with pytest.raises(ValueError, match=r"rows need their CFM prompt: S2Row\(\.\.\., prompt=prepared\.cfm_prompt\)"):
+        tts.decode_tokens([synth.S2Row(codes, phones, [], 0)])
 
 
 def test_mismatched_or_missing_vocoder(models, parts, vocoders):
