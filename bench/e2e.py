@@ -19,7 +19,13 @@ Mandarin frontend needs the G2PW model, which it downloads); compare the stages 
 ``bench/s1_decode.py``, ``s2_decode.py`` and ``features.py --original``.  Needs torch + transformers
 (dev extra) only to write the random Hugging Face folders.
 
-    python bench/e2e.py [--tokens 100] [--models DIR] [--device cpu]
+    python bench/e2e.py [--tokens 100] [--models DIR] [--device cpu] [--version v2|v2ProPlus]
+
+``--version v2ProPlus``: the SoVITS model is a full-size random v2ProPlus (preset ``s2_v2proplus``:
+gin 1024, 768 decoder channels, the speaker fusion) written with its head ``06``, and the model
+folder gains a full-size random ERes2NetV2 as ``sv/pretrained_eres2netv2w24s4ep4.ckpt`` (the
+original's layout); the reference's speaker embedding is then part of the reference stage (reported
+under ``hubert``, with the reference's spectrogram and prompt tokens). S1 is the same v2 model.
 """
 import argparse
 import json
@@ -38,9 +44,36 @@ PARAGRAPH = ("今天的天气非常好，阳光明媚，我们决定去公园散
              "傍晚的时候，我们坐在湖边，看着夕阳慢慢落下。")
 
 
-def write_model_folder(folder: pathlib.Path) -> pathlib.Path:
+def write_random_sv(path: pathlib.Path, seed: int = 0) -> None:
+    """A full-size ERes2NetV2 (w24 s4 ep4) state dict with random weights, stored as the original's
+    plain ``torch.save(state_dict)``: convs N(0, 2/fan_in) (He), BatchNorm at its torch defaults."""
+    import numpy as np
+
+    from gsv_jax.convert.sv import expected_shapes
+    from gsv_jax.io.torch_io import save_torch_file
+    from gsv_jax.models.sv import sv_config
+
+    rng = np.random.default_rng(seed)
+    state = {}
+    for key, shape in expected_shapes(sv_config()).items():
+        field = key.rsplit(".", 1)[1]
+        if field == "num_batches_tracked":
+            state[key] = np.zeros((), np.int64)
+        elif len(shape) > 1:
+            state[key] = (rng.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[1:]))).astype(np.float32)
+        else:  # biases, BN weight/bias/mean/var
+            state[key] = np.full(shape, 1.0 if field in ("weight", "running_var") else 0.0, np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_torch_file(state, path)
+
+
+def write_model_folder(folder: pathlib.Path, version: str = "v2") -> pathlib.Path:
     """Full-size random models in the original formats (skipped when already there)."""
     if (folder / "done").exists():
+        done = (folder / "done").read_text().strip()
+        if done not in ("ok", version) or (done == "ok" and version != "v2"):
+            raise SystemExit(f"{folder} holds a {'v2' if done == 'ok' else done} model folder, not {version}: "
+                             f"use another --models folder")
         return folder
 
     import torch
@@ -55,7 +88,14 @@ def write_model_folder(folder: pathlib.Path) -> pathlib.Path:
     from gsv_jax import configs
 
     save_s1_torch(S1.random(configs.load("s1_v2"), 0), folder / "s1.ckpt")
-    save_s2_torch(new_s2(S2ModelConfig(), seed=0, with_enc_q=False, fast=True), folder / "s2.pth")
+    if version == "v2ProPlus":
+        s2_cfg = S2ModelConfig.from_mapping(configs.load("s2_v2proplus").model)
+        from gsv_jax.inference.tts import SV_FILE
+
+        write_random_sv(folder / "sv" / SV_FILE)
+    else:
+        s2_cfg = S2ModelConfig()
+    save_s2_torch(new_s2(s2_cfg, seed=0, with_enc_q=False, fast=True), folder / "s2.pth")
     torch.manual_seed(0)
     vocab = _VOCAB + sorted(set(PARAGRAPH + "这是一段用来测试的参考音频。") - set(_VOCAB))
     vocab += [f"[unused{i}]" for i in range(21128 - len(vocab))]
@@ -67,7 +107,7 @@ def write_model_folder(folder: pathlib.Path) -> pathlib.Path:
     transformers.BertTokenizerFast(vocab_file=str(bert_dir / "vocab.txt")).save_pretrained(bert_dir)
     hubert_dir = folder / "chinese-hubert-base"
     transformers.HubertModel(transformers.HubertConfig()).save_pretrained(hubert_dir, safe_serialization=True)
-    (folder / "done").write_text("ok\n")
+    (folder / "done").write_text(f"{version}\n")
     return folder
 
 
@@ -85,7 +125,7 @@ def run_once(args) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     tts = TTS.from_folder(args.models, compilation_cache=str(workdir / "jax_cache") if args.cache else False)
     out = {"load_seconds": round(time.perf_counter() - t0, 2), "load_cpu_seconds": round(time.process_time() - c0, 2),
-           "device": device}
+           "device": device, "sovits_version": tts.s2.version}
     ref = write_selftest_reference(workdir / "ref.wav", seconds=5.0)
     for name in ("first", "second"):
         tts.clear_caches()
@@ -122,6 +162,8 @@ def main():
     ap.add_argument("--workdir", help=argparse.SUPPRESS)
     ap.add_argument("--models", help="a model folder to write the random models to / reuse (default: a temp dir)")
     ap.add_argument("--device", default=None, help="cpu, gpu or tpu (default: JAX's default device)")
+    ap.add_argument("--version", choices=["v2", "v2ProPlus"], default="v2",
+                    help="SoVITS model: v2, or v2ProPlus (+ a random speaker-verification model in sv/)")
     args = ap.parse_args()
     if args.child:
         print(json.dumps(run_once(args)))
@@ -129,7 +171,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         t0 = time.perf_counter()
-        models = write_model_folder(pathlib.Path(args.models) if args.models else tmp / "models")
+        models = write_model_folder(pathlib.Path(args.models) if args.models else tmp / "models", args.version)
         setup = time.perf_counter() - t0
         cold = child(models, tmp / "a", cache=False, tokens=args.tokens, device=args.device)
         fill = child(models, tmp / "b", cache=True, tokens=args.tokens, device=args.device)
@@ -137,7 +179,7 @@ def main():
     warm = cold["second"]
     audio = warm["audio_seconds"]
     segments = warm["segments"]
-    report = {"device": cold["device"], "audio_seconds": audio,
+    report = {"device": cold["device"], "sovits_version": cold["sovits_version"], "audio_seconds": audio,
         "paragraph_chars": len(PARAGRAPH), "segments": segments, "tokens_per_segment": args.tokens,
         "cold": cold["first"], "cold_cached": cached["first"], "cache_filling_run": fill["first"], "warm": warm,
         "cold_start_seconds": round(cold["load_seconds"] + cold["first"]["wall_seconds"] - warm["wall_seconds"], 2),

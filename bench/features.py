@@ -1,7 +1,10 @@
 """Benchmark the feature extractors against transformers' PyTorch models on this machine.
 
 BERT phone features for a 60-character Mandarin sentence and HuBERT features for 10 s of audio,
-full-size configs (chinese-roberta-wwm-ext-large, chinese-hubert-base) with random weights, fp32.
+full-size configs (chinese-roberta-wwm-ext-large, chinese-hubert-base) with random weights, fp32;
+with ``--original``, also the v2Pro/v2ProPlus speaker embedding (``sv``) of a 5 s reference:
+the original's ``SV.compute_embedding3`` (its ``eres2net/kaldi.py`` fbank + ``ERes2NetV2.forward3``,
+baseWidth 24, scale 4, expansion 4, random weights) vs ``gsv_jax.load_sv(...).embed``.
 
 Each side runs alone in its own process, one after the other (never both at once, never both in
 one process: torch's and XLA's thread pools in one process slow each other down). The torch
@@ -12,13 +15,15 @@ steady state, and saves its output. Prints one JSON object: median seconds per c
 process CPU), the speed-ups, the compile time, the max relative difference of the outputs, and
 the 1-minute load average before each side. Needs torch (test extra).
 
-    python bench/features.py [--repeats 7] [--only bert|hubert] [--device cpu]
+    python bench/features.py [--repeats 7] [--only bert|hubert|sv] [--device cpu]
                              [--original /path/to/GPT-SoVITS --rounds 3]
 
 ``--original``: the torch side loads HuBERT with the original's ``CNHubert`` class and calls its
 ``.model`` as ``TTS_infer_pack`` does (BERT: the body of its ``get_bert_feature``); the two sides
 then run ``--rounds`` times, interleaved, each in a fresh process, and the report gives
-ours / original / ratio of the median seconds with min and max.
+ours / original / ratio of the median seconds with min and max. ``sv`` has no transformers
+counterpart and runs only with ``--original`` (the torch side writes the random state dict as a
+plain ``.ckpt``, the layout of ``pretrained_eres2netv2w24s4ep4.ckpt``, which our side loads).
 """
 import argparse
 import json
@@ -41,6 +46,7 @@ SENTENCE = (
 )
 WORD2PH = [1 if ch in "，。！" else 2 for ch in SENTENCE]
 WAV_SECONDS = 10.0
+SV_SECONDS = 5.0  # a typical reference clip (the original asks for 3-10 s)
 
 
 def load_avg():
@@ -59,9 +65,33 @@ def timed(fn, repeats):
             "all_wall_s": [round(w, 4) for w in wall]}
 
 
-def test_wav():
+def test_wav(seconds=WAV_SECONDS):
     rng = np.random.default_rng(0)
-    return (0.1 * rng.standard_normal(int(16000 * WAV_SECONDS))).astype(np.float32)
+    return (0.1 * rng.standard_normal(int(16000 * seconds))).astype(np.float32)
+
+
+def torch_sv(folder, original):
+    """The original's ``SV`` (``GPT_SoVITS/sv.py``) with a random full-size ERes2NetV2 saved to
+    ``folder/sv.ckpt``; returns ``compute_embedding3``'s body on a ``[1, N]`` tensor."""
+    import torch
+
+    if not original:
+        raise SystemExit("the sv benchmark runs the original's GPT_SoVITS/sv.py: pass --original /path/to/GPT-SoVITS")
+    sys.path.insert(0, os.path.join(os.path.abspath(original), "GPT_SoVITS", "eres2net"))
+    import kaldi as Kaldi
+    from ERes2NetV2 import ERes2NetV2
+
+    model = ERes2NetV2(baseWidth=24, scale=4, expansion=4).eval()  # as SV.__init__
+    torch.save(model.state_dict(), folder / "sv.ckpt")
+    wav = torch.from_numpy(test_wav(SV_SECONDS))[None]
+
+    def features():
+        with torch.no_grad():
+            feat = torch.stack([Kaldi.fbank(w.unsqueeze(0), num_mel_bins=80, sample_frequency=16000, dither=0)
+                                for w in wav])
+            return model.forward3(feat)[0].numpy()
+
+    return features
 
 
 # --- the torch side (its own process) ------------------------------------------------------------
@@ -73,7 +103,9 @@ def torch_side(model_name, folder, repeats, original=None):
 
     torch.manual_seed(0)
     folder = pathlib.Path(folder)
-    if model_name == "bert":
+    if model_name == "sv":
+        features = torch_sv(folder, original)
+    elif model_name == "bert":
         assert len(SENTENCE) == 60
         model = transformers.BertForMaskedLM(transformers.BertConfig(**bert_lib.LARGE)).eval()
         chars = sorted(set(SENTENCE))  # a vocab with every character of the sentence
@@ -123,7 +155,13 @@ def jax_side(model_name, folder, repeats, device=None):
     dev = compare.use_device(device)
 
     folder = pathlib.Path(folder)
-    if model_name == "bert":
+    if model_name == "sv":
+        sv = gsv_jax.load_sv(folder / "sv.ckpt")
+        wav = test_wav(SV_SECONDS)
+
+        def features():
+            return sv.embed(wav)
+    elif model_name == "bert":
         bert = gsv_jax.load_bert(folder)
 
         def features():
@@ -161,7 +199,10 @@ def run_side(side, model_name, folder, repeats, original=None, device=None):
 WHAT = {
     "bert": "BERT phone features, 60 characters (62 tokens), chinese-roberta-wwm-ext-large geometry",
     "hubert": f"HuBERT features, {WAV_SECONDS:g} s at 16 kHz, chinese-hubert-base geometry",
+    "sv": f"speaker embedding (Kaldi fbank + ERes2NetV2 forward3, w24 s4 ep4), {SV_SECONDS:g} s at 16 kHz",
 }
+ORIGINAL_CODE = {"bert": "the original's get_bert_feature", "hubert": "the original's CNHubert",
+                 "sv": "the original's SV.compute_embedding3 (eres2net/kaldi.py + ERes2NetV2)"}
 
 
 def compare(model_name, repeats, rounds=1, original=None, device=None):
@@ -179,7 +220,7 @@ def compare(model_name, repeats, rounds=1, original=None, device=None):
         t["all_rounds_wall_s"] = [x["wall_s"] for x in ts]
         j["all_rounds_wall_s"] = [x["wall_s"] for x in js]
         return {"what": WHAT[model_name], "unit": "seconds per call (ratio = original / ours)",
-                "original_code": "the original's CNHubert / get_bert_feature" if original else "transformers",
+                "original_code": ORIGINAL_CODE[model_name] if original else "transformers",
                 **cmp.summary([x["wall_s"] for x in js], [x["wall_s"] for x in ts], higher_is_better=False),
                 "load_avg_before_each": [(a["load_avg_1min"], b["load_avg_1min"]) for a, b in zip(ts, js)],
                 "jax_compile_s": j["compile_s"], "device": j["device"],
@@ -198,7 +239,7 @@ def compare(model_name, repeats, rounds=1, original=None, device=None):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--only", choices=["bert", "hubert"])
+    ap.add_argument("--only", choices=["bert", "hubert", "sv"])
     ap.add_argument("--side", choices=["torch", "jax"], help=argparse.SUPPRESS)  # child processes
     ap.add_argument("--folder", help=argparse.SUPPRESS)
     ap.add_argument("--device", default=None, help="JAX side on cpu, gpu or tpu (default: JAX's default device)")
@@ -214,8 +255,10 @@ def main():
     rounds = args.rounds or (3 if args.original else 1)
     out = {"machine": {"cpus": os.cpu_count(), "load_avg_1min": load_avg()}, "dtype": "float32",
            "method": "each side alone in its own process, torch first, then JAX"}
-    for name in ("bert", "hubert"):
-        if args.only in (None, name):
+    if args.only == "sv" and not args.original:
+        ap.error("--only sv times the original's GPT_SoVITS/sv.py: add --original /path/to/GPT-SoVITS")
+    for name in ("bert", "hubert", "sv"):
+        if args.only == name or (args.only is None and (name != "sv" or args.original)):
             out[name] = compare(name, args.repeats, rounds, args.original, args.device)
     print(json.dumps(out, indent=2))
 

@@ -17,6 +17,9 @@ torch's default threads. Prints one JSON object.
 * ``s2_train``: the body of the original ``s2_train.py`` loop (generator forward, D step,
   G step with AdamW and the text-low-lr groups), batch 4, 200 frames, segment 20480; and the
   generator forward+backward alone -- as ``bench/s2_train.py``.
+* ``sv``: the v2Pro/v2ProPlus speaker embedding, ``SV.compute_embedding3`` of ``GPT_SoVITS/sv.py``
+  (``eres2net/kaldi.py`` fbank + ``ERes2NetV2(baseWidth=24, scale=4, expansion=4).forward3``, random
+  weights), 5 s at 16 kHz -- as ``bench/features.py --only sv`` (which runs it side by side with ours).
 
 Modules the original imports but these paths never use (``f5_tts`` for v3/v4, ``torchmetrics``
 for training accuracy) are replaced by empty stand-ins.
@@ -38,6 +41,7 @@ def _prepare(repo: str):
     if not os.path.isfile(os.path.join(src, "module", "models.py")):
         raise SystemExit(f"{repo}: not a GPT-SoVITS checkout (GPT_SoVITS/module/models.py not found)")
     sys.path.insert(0, src)
+    os.environ["GSV_ORIGINAL_SRC"] = src  # for sv (its eres2net/ folder goes on sys.path, as sv.py does)
     f5, f5m = types.ModuleType("f5_tts"), types.ModuleType("f5_tts.model")
     f5m.DiT = object
     tm, tmc = types.ModuleType("torchmetrics"), types.ModuleType("torchmetrics.classification")
@@ -202,6 +206,33 @@ def bench_s2_train(repeats):
     return {"generator_step": _timed(generator_step, repeats), "full_step": _timed(full_step, repeats)}
 
 
+def bench_sv(repeats, seconds=5.0):
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, os.path.join(os.environ["GSV_ORIGINAL_SRC"], "eres2net"))  # as sv.py extends sys.path
+    import kaldi as Kaldi
+    from ERes2NetV2 import ERes2NetV2
+
+    torch.manual_seed(0)
+    model = ERes2NetV2(baseWidth=24, scale=4, expansion=4).eval()
+    wav = torch.from_numpy((0.1 * np.random.default_rng(0).standard_normal(int(16000 * seconds))).astype(np.float32))[None]
+
+    def fbank():
+        return torch.stack([Kaldi.fbank(w.unsqueeze(0), num_mel_bins=80, sample_frequency=16000, dither=0) for w in wav])
+
+    def run():  # compute_embedding3
+        with torch.no_grad():
+            return model.forward3(fbank())
+
+    feat = fbank()
+    res = _timed(run, repeats)
+    with torch.no_grad():
+        res.update(audio_seconds=seconds, frames=int(feat.shape[1]), embedding_dim=int(run().shape[-1]),
+                   fbank_only=_timed(fbank, repeats), network_only=_timed(lambda: model.forward3(feat), repeats))
+    return res
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repo", required=True, help="a GPT-SoVITS checkout (the folder holding GPT_SoVITS/)")
@@ -216,7 +247,7 @@ def main():
            "load_avg_1min_before": round(os.getloadavg()[0], 2)}
     for name in args.only.split(","):
         fn = {"s1": bench_s1, "s1_train": bench_s1_train, "s2_decode": bench_s2_decode,
-              "s2_train": bench_s2_train}[name.strip()]
+              "s2_train": bench_s2_train, "sv": bench_sv}[name.strip()]
         with contextlib.redirect_stdout(sys.stderr):  # the original prints progress to stdout
             out[name.strip()] = fn(args.repeats)
         print(json.dumps({name: out[name.strip()]}), file=sys.stderr, flush=True)
