@@ -202,7 +202,8 @@ class S2V3:
         Ty, Tf, keep = encoded_lengths(Tc, self.version, speed)
         idx = nearest_index(Ty, c.upsample)
         Tyb = 0 if speed == 1 else bucket_length(Ty)
-        Tfb = int(np.floor(max(2 * Tcb, Tyb) * c.upsample))
+        # room for v4's x2 (>= v3's x1.875): v3 and v4 models then share the encoder programs too
+        Tfb = 2 * max(2 * Tcb, Tyb)
         cp = np.zeros((1, Tcb), np.int32)
         cp[0, :Tc] = codes[0]
         tp = np.zeros((1, Ttb), np.int32)

@@ -1,7 +1,8 @@
 """SoVITS v3/v4 through ``TTS`` (tiny golden S1/S2/vocoders, tiny random BERT/HuBERT): output rate and
 length (24 kHz v3, 48 kHz v4), the reference mel as ``TTS.py`` computes it (cached), the missing
 prompt text and mismatched-vocoder errors, the model folder (original names, a LoRA with its base),
-``sample_steps``, a segment longer than one chunk, batched segments == solo, compile counts.
+``sample_steps``, batched segments == solo, compile counts; heavy: a segment longer than one chunk and
+the joined-segments variant.
 
 Tolerances: TTS vs the direct ``S2V3`` calls it wraps 1e-5 absolute (same programs); batched vs
 solo segments 1e-4 absolute (padded CFM rows and vocoder rows are masked; fp32 reduction order).
@@ -182,10 +183,9 @@ def test_model_folders(tmp_path, fake_loaders, models, ref):
         synth.resolve_model_folder(both)
 
 
-def test_batched_segments_equal_solo_and_long_segments_chunk(models, ref):
-    """Two segments decoded as padded CFM/vocoder batches equal each one alone; a segment longer than
-    one chunk (T_chunk - T_min frames) runs the original's sequential chunks. (v4: its vocoder compiles
-    in a fraction of BigVGAN's time; the chunking code is the same for v3.)"""
+def test_batched_segments_equal_solo(models, ref):
+    """Two segments decoded as padded CFM/vocoder batches equal each one alone (v4: its vocoder
+    compiles in a fraction of BigVGAN's time; the batching code is the same for v3)."""
     tts = models["v4"]
     kw = dict(KW, cut="cut5")
     a, b = "你好世界，", "我们今天很好。"
@@ -195,7 +195,16 @@ def test_batched_segments_equal_solo_and_long_segments_chunk(models, ref):
     assert len(both) == len(alone_a) + len(alone_b)
     np.testing.assert_allclose(both[: len(alone_a)], alone_a, atol=1e-4)
     np.testing.assert_allclose(both[len(alone_a):], alone_b, atol=1e-4)
-    # the joined variant (the original's parallel_infer): same lengths per segment, other audio
+
+
+@pytest.mark.heavy
+def test_long_segment_chunks_and_the_joined_variant(models, ref):
+    """A segment longer than one chunk (T_chunk - T_min frames) = the golden-tested sequential chunks;
+    ``join_segments`` = ``synthesize_batched`` with the same inputs (new shape buckets: ~25 s of compiles)."""
+    tts = models["v4"]
+    a, b = "你好世界，", "我们今天很好。"
+    kw = dict(KW, cut="cut5")
+    both, _ = tts.synthesize(a + b, "zh", ref, REF_TEXT, "zh", batch_size=2, **kw)
     joined, _ = tts.synthesize(a + b, "zh", ref, REF_TEXT, "zh", batch_size=2, join_segments=True, **kw)
     assert joined.shape == both.shape and np.abs(joined - both).max() > 1e-3
     job = tts.prepare(a + b, "zh", ref, REF_TEXT, "zh", cut="cut5")
@@ -207,8 +216,7 @@ def test_batched_segments_equal_solo_and_long_segments_chunk(models, ref):
     np.testing.assert_allclose(joined[: len(want[0])], want[0], atol=1e-5)
     np.testing.assert_allclose(joined[len(want[0]) + pause: -pause], want[1], atol=1e-5)
 
-    # S2 of a long segment (given tokens: S1 may end early) = the golden-tested sequential chunking
-    job = tts.prepare(a, "zh", ref, REF_TEXT, "zh")
+    # S2 of a long segment (given tokens: S1 may end early)
     t_min = job.cfm_prompt[2].shape[1]
     chunk_len = tts.s2.T_chunk - t_min
     n_tokens = int(np.ceil(chunk_len / 4)) + 3  # v4: 4 mel frames per token -> 2 chunks
@@ -217,7 +225,6 @@ def test_batched_segments_equal_solo_and_long_segments_chunk(models, ref):
     wav = tts.decode_tokens([row], sample_steps=2)[0]
     assert len(wav) == n_tokens * 1920
     noises = [v3.chunk_noise(7, 0, t_min + chunk_len), v3.chunk_noise(7, 1, t_min + 4 * n_tokens - chunk_len)]
-    r = job.ref
     want = tts.s2.synthesize_chunked(codes, row.phones, r.prompt_codes, job.prompt.ids, r.spec, r.mel,
                                      vocoder=tts.vocoder, sample_steps=2, noises=noises)
     np.testing.assert_allclose(wav, want, atol=1e-5)
