@@ -38,10 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: <model-dir>/sv/)")
     m.add_argument("--vocoder", type=pathlib.Path,
                    help="v3/v4: the vocoder, models--nvidia--bigvgan_v2_24khz_100band_256x/ (v3) or vocoder.pth (v4) "
-                        "(default: found in <model-dir>)")
+                        "(when not given: looked for in <model-dir>)")
     m.add_argument("--sovits-base", type=pathlib.Path,
                    help="v3/v4 LoRA fine-tunes: the full model they were trained from, s2Gv3.pth / s2Gv4.pth "
-                        "(default: found in <model-dir>)")
+                        "(when not given: looked for in <model-dir>)")
     m.add_argument("--no-compile-cache", action="store_true", help="do not use the persistent JAX compilation cache")
     m.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"],
                    help="S1 (GPT) weights: fp32 (exact), bf16, or int8 weight-only (see docs/performance.md)")
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--noise-scale", type=float, default=0.5, help="S2 prior noise (v1/v2/v2Pro*; unused by v3/v4)")
     s.add_argument("--sample-steps", type=int, default=None,
-                   help="v3/v4: CFM sampling steps (default: the model's, 32 for v3, 8 for v4)")
+                   help="v3/v4: CFM sampling steps (when not given: the model's, 32 for v3, 8 for v4)")
     s.add_argument("--join-segments", action="store_true",
                    help="v3/v4: join a batch's segments into overlapping chunks re-joined with SOLA, as the "
                         "original's TTS.run with parallel_infer (default: each segment on its own, batched)")
