@@ -4,6 +4,11 @@ original's sequential chunking. Prints JSON: first call (compile) and steady-sta
 into encoder + CFM and vocoder, and the real-time factor.
 
     python bench/v3v4_decode.py --version v4 [--steps 8] [--seconds 8] [--repeats 2]
+                                [--original /path/to/GPT-SoVITS --rounds 2] [--device cpu]
+
+``--original``: the original's same work (``bench/original_v3v4.py``: ``decode_encp``, ``CFM.inference``
+per chunk, the vocoder) in separate processes interleaved with ours; prints ours / original / ratio
+of the median steady-state seconds and the compile time (our first call minus steady) separately.
 """
 import argparse
 import json
@@ -23,7 +28,35 @@ def main():
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--phones", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--device", default=None, help="cpu, gpu or tpu (default: JAX's default device)")
+    ap.add_argument("--original", help="a GPT-SoVITS checkout: time its v3/v4 synthesis on the same work")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds with --original")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+    import compare
+
+    if args.original and not args.child:
+        same = ["--version", args.version, "--seconds", str(args.seconds), "--phones", str(args.phones),
+                "--repeats", str(args.repeats)] + (["--steps", str(args.steps)] if args.steps else [])
+        ours = [sys.executable, __file__, "--child", *same] + (["--device", args.device] if args.device else [])
+        theirs = [sys.executable, str(pathlib.Path(__file__).with_name("original_v3v4.py")), "--repo", args.original,
+                  *same]
+        raw = compare.interleave(ours, theirs, args.rounds)
+        o = raw["ours"][0]
+        report = {"bench": "v3v4_decode", "version": args.version, "sample_steps": o["sample_steps"],
+                  "work": f"{o['audio_seconds']} s of audio from a 3 s prompt, encoder + CFM + vocoder, fp32",
+                  "unit": "seconds, steady state (lower is better; ratio = original / ours)", "device": o["device"],
+                  **compare.summary([r["steady_s"] for r in raw["ours"]], [r["steady_s"] for r in raw["original"]],
+                                    higher_is_better=False),
+                  "ours_compile_s": [round(r["first_call_s"] - r["steady_s"], 2) for r in raw["ours"]],
+                  "ours_rtf": [r["rtf"] for r in raw["ours"]], "original_rtf": [r["rtf"] for r in raw["original"]],
+                  "original_first_call_s": [r.get("first_call_s") for r in raw["original"]],
+                  "load_average_before_each_run": raw["load_average_before"],
+                  "load_average_after": raw["load_average_after"]}
+        print(json.dumps(report, indent=1))
+        return
+    device = compare.use_device(args.device)
 
     from gsv_jax.audio import norm_spec
     from gsv_jax.inference.v3 import new_s2_v3, new_vocoder
@@ -53,7 +86,7 @@ def main():
     audio_s = wav.shape[0] / s2.sampling_rate
     total = min(t[1] for t in times)
     vocoder_s = min(t[2] for t in times)
-    print(json.dumps({"version": args.version, "sample_steps": steps, "audio_seconds": round(audio_s, 2),
+    print(json.dumps({"version": args.version, "device": device, "sample_steps": steps, "audio_seconds": round(audio_s, 2),
                       "first_call_s": round(first, 2), "steady_s": round(total, 2),
                       "vocoder_s": round(vocoder_s, 2), "cfm_and_encoder_s": round(total - vocoder_s, 2),
                       "rtf": round(total / audio_s, 3)}))
