@@ -76,6 +76,8 @@ def warm_up(server, voice: dict | None) -> dict:
         voice = {"ref_audio_path": str(ref), "prompt_text": "", "prompt_lang": "zh"}
     lang = "zh" if "zh" in server.tts.languages else server.tts.languages[0]
     tts = server.tts
+    if tts.family.decoder == "cfm" and not voice.get("prompt_text"):  # v3/v4 need a prompt text; any will compile
+        voice = {**voice, "prompt_text": "这是一段用来测试的参考音频。", "prompt_lang": "zh"}
     job = tts.prepare("你好，今天天气很好。", lang, voice["ref_audio_path"], voice.get("prompt_text", ""),
                       voice.get("prompt_lang", "zh"), cut="cut0")
     row = job.s1_rows(0)[0]
@@ -83,13 +85,13 @@ def warm_up(server, voice: dict | None) -> dict:
     sizes = sorted({buckets.batch(n) for n in range(1, server.config.max_batch + 1)})
     for b in sizes:  # every batch shape concurrent requests can make
         tokens, _ = tts.generate_tokens([row] * b, Sampling(), max_new_tokens=cap, on_chunk=lambda *a: False)
-        tts.decode_tokens([S2Row(tokens[0], job.targets[0].ids, job.specs, 0)] * b)
+        tts.decode_tokens([S2Row(tokens[0], job.targets[0].ids, job.specs, 0, prompt=job.cfm_prompt)] * b)
     for mode in (0, 2, 3):
         req = {"text": "你好，今天天气很好。", "text_lang": lang, "ref_audio_path": voice["ref_audio_path"],
                "prompt_text": voice.get("prompt_text", ""), "prompt_lang": voice.get("prompt_lang", "zh"),
                "top_k": 15, "top_p": 1.0, "temperature": 1.0, "repetition_penalty": 1.35, "speed_factor": 1.0,
                "fragment_interval": 0.3, "batch_size": 1, "overlap_length": 2, "min_chunk_length": 16, "seed": 0,
-               "streaming_mode": mode, "media_type": "wav", "text_split_method": "cut5"}
+               "streaming_mode": mode, "media_type": "wav", "text_split_method": "cut5", "sample_steps": 32}
         params, _ = server.params_from(req, None)
         params.max_new_tokens = cap
         job = server.start_job(params)

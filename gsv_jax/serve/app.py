@@ -187,6 +187,10 @@ class Server:
             raise BadRequest(f"prompt_lang: {prompt_lang} is not supported in version {self.tts.version}")
         media_type = req.get("media_type") or "wav"
         mode = parse_streaming_mode(req.get("streaming_mode", False))
+        if mode >= 2 and self.tts.family.decoder == "cfm":
+            # as the original: v3/v4 cannot stream tokens and fall back to one fragment per segment
+            log.info("SoVITS %s does not stream; streaming_mode %d answered as mode 1", self.tts.version, mode)
+            mode = 1
         try:
             media.check(media_type, mode > 0)
         except media.MediaError as e:
@@ -207,6 +211,7 @@ class Server:
             (req["batch_size"] >= 1, f"batch_size must be >= 1, got {req['batch_size']}"),
             (req["overlap_length"] >= 0, f"overlap_length must be >= 0, got {req['overlap_length']}"),
             (req["min_chunk_length"] >= 1, f"min_chunk_length must be >= 1, got {req['min_chunk_length']}"),
+            (1 <= req["sample_steps"] <= 128, f"sample_steps must be in [1, 128], got {req['sample_steps']}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -222,7 +227,8 @@ class Server:
                                           float(req["repetition_penalty"])),
                         cut=cut, speed=float(req["speed_factor"]), fragment_interval=float(req["fragment_interval"]),
                         seed=seed, streaming_mode=mode, overlap_length=int(req["overlap_length"]),
-                        min_chunk_length=int(req["min_chunk_length"]), max_new_tokens=self.config.max_new_tokens)
+                        min_chunk_length=int(req["min_chunk_length"]), max_new_tokens=self.config.max_new_tokens,
+                        sample_steps=int(req["sample_steps"]))
         return params, media_type
 
     def _voice(self, name):

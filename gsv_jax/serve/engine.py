@@ -54,6 +54,7 @@ class Params:
     min_chunk_length: int = 16
     noise_scale: float = 0.5
     max_new_tokens: int | None = None
+    sample_steps: int | None = None   # v3/v4 CFM steps (the version's default when None; unused by v1/v2)
 
 
 END = object()
@@ -331,8 +332,8 @@ class Engine:
                 for k, chunk in enumerate(chunks):
                     self._queue_s2(_StreamChunk(job, seg, chunk, k == len(chunks) - 1))
             else:
-                self._queue_s2(_Segment(job, seg, S2Row(tokens, job.prepared.targets[seg].ids,
-                                                        job.prepared.specs, job.rows[seg].seed)))
+                self._queue_s2(_Segment(job, seg, S2Row(tokens, job.prepared.targets[seg].ids, job.prepared.specs,
+                                                        job.rows[seg].seed, prompt=job.prepared.cfm_prompt)))
 
         def on_chunk(out, n_out, done):
             alive = False
@@ -384,21 +385,23 @@ class Engine:
             for it in segments:
                 if it.job.dead:
                     continue
-                key = (tuple(id(s) for s in it.row.specs), it.job.params.speed, it.job.params.noise_scale)
+                p = it.job.params
+                key = (tuple(id(s) for s in it.row.specs), p.speed, p.noise_scale, p.sample_steps)
                 groups.setdefault(key, []).append(it)
-            for (_, speed, noise_scale), group in groups.items():
+            for (_, speed, noise_scale, steps), group in groups.items():
                 for start in range(0, len(group), self.max_batch):
-                    self._run_segments(group[start:start + self.max_batch], speed, noise_scale)
+                    self._run_segments(group[start:start + self.max_batch], speed=speed, noise_scale=noise_scale,
+                                       sample_steps=steps)
 
-    def _run_segments(self, group, speed, noise_scale):
+    def _run_segments(self, group, **decode_kw):
         t0 = time.perf_counter()
         try:
-            wavs = self.tts.decode_tokens([it.row for it in group], speed=speed, noise_scale=noise_scale)
+            wavs = self.tts.decode_tokens([it.row for it in group], **decode_kw)
         except Exception:  # noqa: BLE001 - isolate: retry one by one
             wavs = []
             for it in group:
                 try:
-                    wavs += self.tts.decode_tokens([it.row], speed=speed, noise_scale=noise_scale)
+                    wavs += self.tts.decode_tokens([it.row], **decode_kw)
                 except Exception as e:  # noqa: BLE001
                     log.warning("S2 failed for one request: %s", e)
                     it.job.fail(e)
