@@ -30,6 +30,22 @@ from gsv_jax.models.s2.synthesizer import S2ModelConfig, SynthesizerTrn, init_pa
 SAMPLE_RATE = families.SOVITS_SAMPLE_RATE  # the VITS families' output rate
 SPEC_BINS = 1025
 MIN_FRAMES = 16  # the smallest padded length of every S2 sequence
+
+
+def padded_ssl(ssl, ssl_dim: int) -> tuple[np.ndarray, int]:
+    """HuBERT features ``[B, ssl_dim, T]`` (or ``[ssl_dim, T]``), checked, as the time-major
+    ``[B, Tp, ssl_dim]`` input of ``extract_latent`` at a bucketed even length; returns (x, T)."""
+    ssl = np.asarray(ssl, np.float32)
+    if ssl.ndim == 2:
+        ssl = ssl[None]
+    if ssl.ndim != 3 or ssl.shape[1] != ssl_dim:
+        raise ValueError(f"ssl must be [B, {ssl_dim}, T] HuBERT features, got shape {ssl.shape}")
+    T = ssl.shape[2]
+    if T < 2:
+        raise ValueError(f"ssl has {T} frame(s); at least 2 (one 25 Hz code) are needed")
+    x = np.zeros((ssl.shape[0], 2 * buckets.ladder(T // 2, minimum=MIN_FRAMES), ssl_dim), np.float32)
+    x[:, :T] = ssl.transpose(0, 2, 1)
+    return x, T
 OWN_CONFIG = "s2_config.json"
 OWN_PARAMS = "s2_params.npz"
 
@@ -111,17 +127,7 @@ class S2:
     # ------------------------------------------------------------------------------------------
     def extract_latent(self, ssl) -> np.ndarray:
         """HuBERT features ``[B, 768, T]`` (50 Hz) -> semantic codes ``int32 [B, T // 2]``."""
-        ssl = np.asarray(ssl, np.float32)
-        if ssl.ndim == 2:
-            ssl = ssl[None]
-        if ssl.ndim != 3 or ssl.shape[1] != self.config.ssl_dim:
-            raise ValueError(f"ssl must be [B, {self.config.ssl_dim}, T] HuBERT features, got shape {ssl.shape}")
-        T = ssl.shape[2]
-        if T < 2:
-            raise ValueError(f"ssl has {T} frame(s); at least 2 (one 25 Hz code) are needed")
-        Tp = 2 * buckets.ladder(T // 2, minimum=MIN_FRAMES)
-        x = np.zeros((ssl.shape[0], Tp, ssl.shape[1]), np.float32)
-        x[:, :T] = ssl.transpose(0, 2, 1)
+        x, T = padded_ssl(ssl, self.config.ssl_dim)
         codes = self._jit_latent(self.device_params, jnp.asarray(x))
         return np.asarray(codes)[:, : T // 2]
 

@@ -23,6 +23,7 @@ from gsv_jax import audio, families
 from gsv_jax.convert import s2 as s2conv
 from gsv_jax.convert import v3 as conv
 from gsv_jax.inference import buckets, programs
+from gsv_jax.inference.s2 import padded_ssl
 from gsv_jax.io.torch_io import CheckpointError
 from gsv_jax.io.trees import unflatten
 from gsv_jax.models.bigvgan import BigVGAN, BigVGANConfig
@@ -154,17 +155,7 @@ class S2V3:
     def extract_latent(self, ssl) -> np.ndarray:
         """HuBERT features ``[B, 768, T]`` (50 Hz) -> semantic codes ``int32 [B, T // 2]`` (the prompt
         tokens of a reference; the same ``ssl_proj`` + quantizer as v2)."""
-        ssl = np.asarray(ssl, np.float32)
-        if ssl.ndim == 2:
-            ssl = ssl[None]
-        if ssl.ndim != 3 or ssl.shape[1] != self.config.ssl_dim:
-            raise ValueError(f"ssl must be [B, {self.config.ssl_dim}, T] HuBERT features, got shape {ssl.shape}")
-        T = ssl.shape[2]
-        if T < 2:
-            raise ValueError(f"ssl has {T} frame(s); at least 2 (one 25 Hz code) are needed")
-        Tp = 2 * bucket_length(T // 2)
-        x = np.zeros((ssl.shape[0], Tp, ssl.shape[1]), np.float32)
-        x[:, :T] = ssl.transpose(0, 2, 1)
+        x, T = padded_ssl(ssl, self.config.ssl_dim)
         codes = np.asarray(self._jit_latent(self.device_params, jnp.asarray(x)))
         return codes[:, : T // 2].astype(np.int32)
 
