@@ -3,13 +3,9 @@ httpx client. One server per file (module fixture), stopped by its PID."""
 import concurrent.futures
 import io
 import json
-import os
 import shutil
-import signal
-import socket
 import struct
 import subprocess
-import sys
 import threading
 import time
 
@@ -19,16 +15,10 @@ import pytest
 import soundfile as sf
 
 from gsv_jax.inference import selftest
+from tests.serve.process import running_server
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOKENS = 40  # the server's --max-new-tokens: random weights rarely end on their own
 GREEDY = {"top_k": 1, "seed": 0}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -37,39 +27,11 @@ def server(tmp_path_factory):
     ref = selftest.write_selftest_reference(tmp / "alice.wav")
     (tmp / "voices.json").write_text(json.dumps(
         {"alice": {"ref_audio_path": "alice.wav", "prompt_text": "这是参考音频。", "prompt_lang": "zh"}}))
-    port = _free_port()
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
-    log = open(tmp / "server.log", "w")  # noqa: SIM115 - closed in the finaliser
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gsv_jax.serve", "--selftest", "-a", "127.0.0.1", "-p", str(port),
-         "--voices", str(tmp / "voices.json"), "--max-new-tokens", str(TOKENS), "--max-text-length", "300",
-         "--max-upload-mb", "1", "--max-batch", "4", "--compilation-cache", str(tmp / "cache"), "--log-level", "warning"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 900
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError("server exited:\n" + (tmp / "server.log").read_text()[-3000:])
-            try:
-                if httpx.get(base + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not come up:\n" + (tmp / "server.log").read_text()[-3000:])
-            time.sleep(0.5)
+    args = ["--selftest", "--voices", str(tmp / "voices.json"), "--max-new-tokens", str(TOKENS),
+            "--max-text-length", "300", "--max-upload-mb", "1", "--max-batch", "4",
+            "--compilation-cache", str(tmp / "cache"), "--log-level", "warning"]
+    with running_server(args, tmp / "server.log") as (base, proc):
         yield {"base": base, "proc": proc, "tmp": tmp, "ref": ref}
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
 
 
 def _q(server, **kw):

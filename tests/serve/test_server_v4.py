@@ -3,12 +3,6 @@ pretrained_models names, tiny BERT/HuBERT): audio at 48 kHz, ``sample_steps`` ho
 streaming falls back to one fragment per segment as the original does, and the original's
 prompt-text refusal. A real uvicorn process (warm-up on), httpx, stopped by its PID."""
 import io
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 
 import httpx
 import numpy as np
@@ -16,7 +10,8 @@ import pytest
 import soundfile as sf
 
 from gsv_jax.inference import selftest
-from tests.conftest import REPO, golden_path
+from tests.conftest import golden_path
+from tests.serve.process import running_server
 from tests.test_infer_cli_v3v4 import LAYOUT, SAMPLES, _put
 
 pytest.importorskip("torch")  # the tiny Hugging Face folders are written by transformers
@@ -38,40 +33,10 @@ def server(tmp_path_factory):
     for name, src in LAYOUT["v4"].items():
         _put(golden_path(src), folder / name)
     ref = selftest.write_selftest_reference(tmp / "ref.wav")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
-    log = open(tmp / "server.log", "w")  # noqa: SIM115 - closed in the finaliser
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gsv_jax.serve", "--model-dir", str(folder), "-a", "127.0.0.1", "-p", str(port),
-         "--max-new-tokens", str(TOKENS), "--max-batch", "1", "--compilation-cache", str(tmp / "cache"),
-         "--log-level", "warning"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 900
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError("server exited:\n" + (tmp / "server.log").read_text()[-3000:])
-            try:
-                if httpx.get(base + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not come up:\n" + (tmp / "server.log").read_text()[-3000:])
-            time.sleep(0.5)
+    args = ["--model-dir", str(folder), "--max-new-tokens", str(TOKENS), "--max-batch", "1",
+            "--compilation-cache", str(tmp / "cache"), "--log-level", "warning"]
+    with running_server(args, tmp / "server.log") as (base, _):
         yield {"base": base, "ref": str(ref)}
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
 
 
 def _body(server, **kw):
