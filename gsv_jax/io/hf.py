@@ -216,6 +216,16 @@ def _stack(layers: list) -> dict:
     return {"layer": jax.tree.map(stack, *layers)}
 
 
+def _bert_embeddings(k: _Keys, cfg) -> dict:
+    e, h = "embeddings.", cfg.hidden_size
+    return {
+        "word_embeddings": {"embedding": k(e + "word_embeddings.weight", (cfg.vocab_size, h))},
+        "position_embeddings": {"embedding": k(e + "position_embeddings.weight", (cfg.max_position_embeddings, h))},
+        "token_type_embeddings": {"embedding": k(e + "token_type_embeddings.weight", (cfg.type_vocab_size, h))},
+        "embeddings_norm": k.norm(e + "LayerNorm"),
+    }
+
+
 def bert_params(state: dict[str, np.ndarray], cfg) -> dict:
     """Hugging Face ``BertModel`` / ``BertForMaskedLM`` state dict -> ``models.bert.Bert`` params."""
     k = _Keys(state, ("bert.",), (r"cls\..*", r"pooler\..*", r".*position_ids"), "BERT")
@@ -229,13 +239,7 @@ def bert_params(state: dict[str, np.ndarray], cfg) -> dict:
         d = dense(name, h, h)
         return {"kernel": d["kernel"].reshape(h, heads, hd), "bias": d["bias"].reshape(heads, hd)}
 
-    e = "embeddings."
-    p = {
-        "word_embeddings": {"embedding": k(e + "word_embeddings.weight", (cfg.vocab_size, h))},
-        "position_embeddings": {"embedding": k(e + "position_embeddings.weight", (cfg.max_position_embeddings, h))},
-        "token_type_embeddings": {"embedding": k(e + "token_type_embeddings.weight", (cfg.type_vocab_size, h))},
-        "embeddings_norm": k.norm(e + "LayerNorm"),
-    }
+    p = _bert_embeddings(k, cfg)
     layers = []
     for i in range(cfg.num_hidden_layers):
         a = f"encoder.layer.{i}."
@@ -272,13 +276,7 @@ def bert_inference_params(state: dict[str, np.ndarray], cfg, n_layers: int) -> d
     def column(norm):
         return {n: v.reshape(-1, 1) for n, v in norm.items()}
 
-    e = "embeddings."
-    embeddings = {
-        "word_embeddings": {"embedding": k(e + "word_embeddings.weight", (cfg.vocab_size, h))},
-        "position_embeddings": {"embedding": k(e + "position_embeddings.weight", (cfg.max_position_embeddings, h))},
-        "token_type_embeddings": {"embedding": k(e + "token_type_embeddings.weight", (cfg.type_vocab_size, h))},
-        "embeddings_norm": k.norm(e + "LayerNorm"),
-    }
+    embeddings = _bert_embeddings(k, cfg)
     layers = []
     for i in range(n_layers):
         a = f"encoder.layer.{i}."
