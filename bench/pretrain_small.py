@@ -1,7 +1,7 @@
 """Pretraining from scratch, end to end on a small synthetic corpus (docs/pretraining.md).
 
-    python bench/pretrain_small.py                      # the documented run (~20 min on 2 CPU cores)
-    python bench/pretrain_small.py --s2-steps 3 --s1-steps 3 --clips 24   # smoke run (tests)
+    python bench/pretrain_small.py                      # the documented run (26 min on 2 busy CPU cores)
+    python bench/pretrain_small.py --s2-steps 3 --s1-steps 3 --clips 24 --heldout 4 --eval-every 1  # smoke (~6 min)
 
 1. **corpus**, made on the fly: clips of harmonic tones, one note per phoneme. Each phoneme id has
    its own pitch, duration (3 or 4 semantic frames) and harmonic timbre; the pitch glides from one
