@@ -477,9 +477,12 @@ class Vocoder:
 @functools.cache
 def _vocoder_program(version: str, cls, config):
     """One jitted program per vocoder architecture: every loaded vocoder of it (a second TTS, a weights
-    switch) reuses the compiled executables instead of compiling its own."""
-    module = cls(config)
-    return programs.cached_jit(lambda p, m, n: module.apply({"params": p}, m, n), f"vocoder_{version}", repr(config))
+    switch) reuses the compiled executables instead of compiling its own. BigVGAN runs its wide AMP convs
+    in the frequency domain (~11 % less vocoder time at full size on a 2-core CPU, 1e-5 from the direct convs)."""
+    spectral = cls is BigVGAN
+    module = cls(config, spectral_convs=True) if spectral else cls(config)
+    return programs.cached_jit(lambda p, m, n: module.apply({"params": p}, m, n), f"vocoder_{version}",
+                               f"{config!r} spectral_convs={spectral}")
 
 
 def _tree(sd: dict) -> dict:

@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from gsv_jax.models.s2.modules import Conv1d, ConvTranspose1d
+from gsv_jax.models.s2.spectral_conv import spectral_block
 
 FILTER_TAPS = 12
 
@@ -136,23 +137,28 @@ class AMPBlock1(nn.Module):
     kernel_size: int
     dilations: Sequence[int]
     logscale: bool = True
+    spectral_convs: bool = False  # wide convs in the frequency domain where faster (inference; as the S2 generator)
 
     @nn.compact
     def __call__(self, x, lengths=None):
         valid = _valid(x.shape[1], lengths)
         k = self.kernel_size
+        block = spectral_block(self.channels, k) if self.spectral_convs else 0
         zero = (lambda h: h) if valid is None else (lambda h: jnp.where(valid, h, 0.0))
         for j, d in enumerate(self.dilations):
             t = Activation1d(self.channels, self.logscale, name=f"activations_{2 * j}")(x, lengths)
-            t = Conv1d(self.channels, self.channels, k, dilation=d, padding=(k * d - d) // 2, name=f"convs1_{j}")(zero(t))
+            t = Conv1d(self.channels, self.channels, k, dilation=d, padding=(k * d - d) // 2, spectral_block=block,
+                       name=f"convs1_{j}")(zero(t))
             t = Activation1d(self.channels, self.logscale, name=f"activations_{2 * j + 1}")(t, lengths)
-            t = Conv1d(self.channels, self.channels, k, padding=(k - 1) // 2, name=f"convs2_{j}")(zero(t))
+            t = Conv1d(self.channels, self.channels, k, padding=(k - 1) // 2, spectral_block=block,
+                       name=f"convs2_{j}")(zero(t))
             x = x + t
         return x
 
 
 class BigVGAN(nn.Module):
     config: BigVGANConfig
+    spectral_convs: bool = False  # see AMPBlock1 (inference sets it; the numbers agree to fp32 rounding)
 
     @nn.compact
     def __call__(self, mel, lengths=None):
@@ -168,7 +174,8 @@ class BigVGAN(nn.Module):
             lengths = None if lengths is None else lengths * u
             xs = None
             for j, (rk, rd) in enumerate(zip(c.resblock_kernel_sizes, c.resblock_dilation_sizes)):
-                r = AMPBlock1(ch, rk, tuple(rd), c.snake_logscale, name=f"resblocks_{i * nk + j}")(x, lengths)
+                r = AMPBlock1(ch, rk, tuple(rd), c.snake_logscale, self.spectral_convs,
+                              name=f"resblocks_{i * nk + j}")(x, lengths)
                 xs = r if xs is None else xs + r
             x = xs / nk
         x = Activation1d(ch, c.snake_logscale, name="activation_post")(x, lengths)
