@@ -38,3 +38,14 @@ def golden_path(name: str) -> pathlib.Path:
 def golden():
     """``golden("s1_v2_tiny.npz")`` -> pathlib.Path, with skip/fail handling."""
     return golden_path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _free_compiled_programs_after_each_file():
+    """A worker runs many test files; without this it keeps every file's compiled executables and
+    traced functions (GBs at full suite size) and two workers together exhaust this machine's memory."""
+    yield
+    import gc
+
+    jax.clear_caches()
+    gc.collect()
